@@ -1,0 +1,135 @@
+"""Writing and verifying the hash-chained audit log (SPEC §7).
+
+``append`` runs inside the caller's transaction, so an entry exists exactly when the action it
+records was committed. ``verify`` walks the chain and names the first entry that was altered,
+removed or reordered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from missive.audit.models import AuditEntry, AuditHead
+from missive.db.base import utcnow
+
+GENESIS = "0" * 64
+DetailValue = str | int | bool | None
+
+
+def _canonical(
+    seq: int,
+    ts: datetime,
+    action: str,
+    actor: str | None,
+    mailbox_id: int | None,
+    outcome: str,
+    reason: str | None,
+    details: str,
+) -> bytes:
+    record = [seq, ts.isoformat(timespec="microseconds"), action, actor, mailbox_id, outcome,
+              reason, details]
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _chain(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical).hexdigest()
+
+
+async def append(
+    session: AsyncSession,
+    action: str,
+    *,
+    actor: str | None = None,
+    mailbox_id: int | None = None,
+    outcome: str = "ok",
+    reason: str | None = None,
+    details: Mapping[str, DetailValue] | None = None,
+) -> int:
+    """Append one entry in the caller's transaction; returns its sequence number."""
+    head = (
+        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+    ).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        session.add(head)
+        await session.flush()
+    seq = head.seq + 1
+    ts = utcnow()
+    detail_text = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
+    reason = reason[:500] if reason else reason
+    digest = _chain(head.hash, _canonical(seq, ts, action, actor, mailbox_id, outcome, reason,
+                                          detail_text))
+    session.add(AuditEntry(seq=seq, ts=ts, action=action, actor=actor, mailbox_id=mailbox_id,
+                           outcome=outcome, reason=reason, details=detail_text,
+                           prev_hash=head.hash, hash=digest))
+    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
+    head.seq, head.hash = seq, digest
+    return seq
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "entries": self.entries, "first_bad_seq": self.first_bad_seq,
+                "problem": self.problem}
+
+
+async def _rows(session: AsyncSession) -> AsyncIterator[AuditEntry]:
+    result = await session.stream_scalars(select(AuditEntry).order_by(AuditEntry.id))
+    async for row in result:
+        yield row
+
+
+async def verify(session: AsyncSession) -> VerifyResult:
+    """Check the whole chain; the first inconsistency is reported with its sequence number.
+
+    Rows are read in insertion order (``id``), so a reordering shows as a ``seq`` out of place or
+    a broken ``prev_hash`` link; a removal as a gap; an alteration as a hash mismatch; a removed
+    tail as a head that does not match the last row.
+    """
+    prev = GENESIS
+    expected = 1
+    count = 0
+    async for row in _rows(session):
+        count += 1
+        if row.seq != expected:
+            return VerifyResult(False, count, expected,
+                                f"entry {expected} is missing or out of order (found {row.seq})")
+        if row.prev_hash != prev:
+            return VerifyResult(False, count, row.seq,
+                                f"entry {row.seq} does not follow entry {row.seq - 1}")
+        digest = _chain(prev, _canonical(row.seq, row.ts, row.action, row.actor, row.mailbox_id,
+                                         row.outcome, row.reason, row.details))
+        if digest != row.hash:
+            return VerifyResult(False, count, row.seq, f"entry {row.seq} was altered")
+        prev = row.hash
+        expected += 1
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one_or_none()
+    last_seq = expected - 1
+    if head is not None and (head.seq != last_seq or (last_seq and head.hash != prev)):
+        return VerifyResult(False, count, last_seq + 1,
+                            f"entries after {last_seq} were removed (head is at {head.seq})")
+    return VerifyResult(True, count)
+
+
+async def entries_for_mailbox(
+    session: AsyncSession, mailbox_id: int, *, limit: int = 200, before_seq: int | None = None
+) -> list[AuditEntry]:
+    """The newest entries about one mailbox (a patient's access journal)."""
+    query = select(AuditEntry).where(AuditEntry.mailbox_id == mailbox_id)
+    if before_seq is not None:
+        query = query.where(AuditEntry.seq < before_seq)
+    query = query.order_by(AuditEntry.seq.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())

@@ -1,0 +1,334 @@
+"""Typed settings: ``DIR/missive.toml`` overridden by ``MISSIVE_<SECTION>__<KEY>`` variables.
+
+One settings object with a section per component (``mta``, ``imap``, ``store``, ``webmail``,
+``notify``, ``certs``, ``audit``). Precedence, highest first: explicit keyword arguments (tests),
+environment variables, the TOML file, the defaults below. ``MISSIVE_DATABASE_URL`` selects
+PostgreSQL; ``MISSIVE_DATA_DIR`` the data directory.
+
+Invariants:
+- Secrets are ``SecretStr`` and never printed by ``repr``.
+- Outside ``environment = "development"``, default or empty secrets and plaintext
+  authentication are refused at load time (``SettingsError``), so that a production deployment
+  cannot start with the values a developer used on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from missive.errors import SettingsError
+
+MiB = 1024 * 1024
+#: Placeholder secret shipped in examples; refused outside development.
+DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 (a marker, not a credential)
+
+
+class MtaSettings(BaseModel):
+    """SMTP fronts (SPEC §4 SMTP, policy P1–P12)."""
+
+    bind: str = Field("127.0.0.1", description="Address the SMTP listeners bind to.")
+    hostname: str = Field("", description="Name in the greeting and Received: (default: domain).")
+    submission_port: int = Field(5587, description="Submission with STARTTLS (0 = free port).")
+    submission_tls_port: int = Field(5465, description="Submission with implicit TLS.")
+    mx_port: int = Field(5025, description="Inbound MX for trust-space operators.")
+    max_message_size: int = Field(20 * MiB, description="SIZE limit in bytes (P8).")
+    max_recipients: int = Field(100, description="Recipients per transaction.")
+    allow_plaintext_auth: bool = Field(
+        False, description="Offer AUTH without TLS. Development only; refused elsewhere."
+    )
+    attachment_allowlist: list[str] = Field(
+        default_factory=lambda: [
+            "application/pdf",
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+            "image/tiff",
+            "text/plain",
+            "text/xml",
+            "application/xml",
+            "application/hl7-v2",
+            "application/x-hprim",
+            "application/dicom",
+            "application/zip",
+            "message/rfc822",
+        ],
+        description="Attachment media types accepted (P9).",
+    )
+    relay_static_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="domain -> host:port for outbound relay, bypassing MX lookup.",
+    )
+    relay_retry_days: float = Field(5.0, description="Give up on an outbound message after this.")
+    relay_delay_warning_hours: float = Field(4.0, description="Send one delay DSN after this.")
+
+
+class ImapSettings(BaseModel):
+    """IMAP fronts (SPEC §4 IMAP)."""
+
+    bind: str = Field("127.0.0.1", description="Address the IMAP listeners bind to.")
+    port: int = Field(5143, description="IMAP with STARTTLS (0 = free port).")
+    tls_port: int = Field(5993, description="IMAP with implicit TLS (0 = free port).")
+    max_literal: int = Field(40 * MiB, description="Largest literal accepted (APPEND).")
+    idle_timeout: int = Field(1800, description="Seconds before an idle session is closed.")
+
+
+class StoreSettings(BaseModel):
+    """Encrypted mailbox store (SPEC §3)."""
+
+    suite: Literal["MLKEM768X25519-SHA256-AES256GCM", "X25519-SHA256-AES256GCM"] = Field(
+        "MLKEM768X25519-SHA256-AES256GCM",
+        description="HPKE suite for new mailbox keys (old mail keeps the suite it names).",
+    )
+    master_key_file: Path | None = Field(
+        None, description="Master key file (0600); default DIR/keys/master.key."
+    )
+    master_key: SecretStr | None = Field(
+        None, description="Master key, base64, instead of the file (MISSIVE_STORE__MASTER_KEY)."
+    )
+    blob_backend: Literal["db", "fs"] = Field("db", description="Where sealed bodies live.")
+    default_quota: int = Field(2048 * MiB, description="Mailbox quota in bytes.")
+
+
+class WebmailSettings(BaseModel):
+    """Patient webmail (SPEC §5)."""
+
+    bind: str = Field("127.0.0.1", description="Address the web front binds to.")
+    port: int = Field(8080, description="HTTP port (0 = free port).")
+    base_url: str = Field("", description="Public URL of the webmail, used in notifications.")
+    secret_key: SecretStr = Field(SecretStr(DEV_SECRET), description="Signs sessions and CSRF.")
+    session_idle_minutes: int = Field(15, description="Idle timeout of a webmail session.")
+    session_max_hours: int = Field(8, description="Absolute lifetime of a webmail session.")
+    secure_cookies: bool = Field(True, description="Mark cookies Secure.")
+
+
+class NotifySettings(BaseModel):
+    """Content-free notifications (SPEC §6)."""
+
+    sms_webhook_url: str = Field("", description="SMS gateway webhook (JSON, HMAC-signed).")
+    sms_webhook_secret: SecretStr = Field(SecretStr(DEV_SECRET), description="HMAC key for SMS.")
+    relay_webhook_url: str = Field("", description="Generic relay webhook for events.")
+    relay_webhook_secret: SecretStr = Field(SecretStr(DEV_SECRET), description="HMAC key.")
+    smtp_relay: str = Field("", description="host:port of the SMTP relay for e-mail notices.")
+    smtp_username: str = Field("", description="Relay login.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="Relay password.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field("starttls", description="Relay TLS.")
+    sender: str = Field("", description="From: of e-mail notices (default: no-reply@domain).")
+    coalesce_seconds: int = Field(300, description="Window in which messages make one notice.")
+    quiet_hours: str = Field("21:00-08:00", description="No SMS in this local time range.")
+    timezone: str = Field("Europe/Paris", description="Time zone of the quiet hours.")
+    timeout_seconds: float = Field(10.0, description="Webhook / relay timeout.")
+    max_attempts: int = Field(8, description="Attempts before a notice is a dead letter.")
+
+
+class CertsSettings(BaseModel):
+    """Operator CA and TLS material (SPEC §4 TLS)."""
+
+    dir: Path | None = Field(None, description="Certificate directory; default DIR/certs.")
+    extra_ca_files: list[Path] = Field(
+        default_factory=list, description="Extra CA bundles trusted for clients and peers."
+    )
+    crl_files: list[Path] = Field(
+        default_factory=list,
+        description="Extra CRLs (PEM or DER), e.g. IGC-Santé's, checked with the extra CAs.",
+    )
+    server_cert_file: Path | None = Field(
+        None, description="Server certificate chain (PEM) to serve; default DIR/certs/server."
+    )
+    server_key_file: Path | None = Field(None, description="Key of server_cert_file (PEM).")
+    client_cert_file: Path | None = Field(
+        None, description="Certificate presented to peers; default the operator certificate."
+    )
+    client_key_file: Path | None = Field(None, description="Key of client_cert_file (PEM).")
+    crl_days: int = Field(30, description="Lifetime of the CRL the CA signs (re-signed early).")
+    warn_days: int = Field(30, description="Warn this many days before a certificate expires.")
+    reload_seconds: float = Field(
+        2.0, description="Listeners re-check certificate, key and CRL files at most this often."
+    )
+
+
+class AuditSettings(BaseModel):
+    """Audit log retention (SPEC §7)."""
+
+    retention_days: int = Field(183, description="Keep audit entries at least this long.")
+
+
+class Settings(BaseSettings):
+    """All of Missive's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MISSIVE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path("./data"), description="Data directory.")
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment kind; production refuses unsafe values."
+    )
+    domain: str = Field("missive.localhost", description="Operator domain of professionals.")
+    patient_domain: str = Field("", description="Patient domain (default: patient.<domain>).")
+    test_mode: bool = Field(False, description="Accept only INS test/demo OIDs (SPEC §1).")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in DIR.")
+    mta: MtaSettings = Field(default_factory=MtaSettings)  # type: ignore[arg-type]
+    imap: ImapSettings = Field(default_factory=ImapSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    webmail: WebmailSettings = Field(default_factory=WebmailSettings)  # type: ignore[arg-type]
+    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
+    certs: CertsSettings = Field(default_factory=CertsSettings)  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _toml_path_hint
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None and toml_file.exists():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        self.domain = self.domain.lower().rstrip(".")
+        if not self.patient_domain:
+            self.patient_domain = f"patient.{self.domain}"
+        self.patient_domain = self.patient_domain.lower().rstrip(".")
+        if not self.mta.hostname:
+            self.mta.hostname = f"mail.{self.domain}"
+        if not self.notify.sender:
+            self.notify.sender = f"no-reply@{self.domain}"
+        if self.environment == "production":
+            self._refuse_unsafe()
+        return self
+
+    def _refuse_unsafe(self) -> None:
+        problems: list[str] = []
+        if self.mta.allow_plaintext_auth:
+            problems.append("mta.allow_plaintext_auth must be false outside development")
+        for name, secret in (
+            ("webmail.secret_key", self.webmail.secret_key),
+            ("notify.sms_webhook_secret", self.notify.sms_webhook_secret),
+            ("notify.relay_webhook_secret", self.notify.relay_webhook_secret),
+        ):
+            value = secret.get_secret_value()
+            if value == DEV_SECRET or len(value) < 16:
+                problems.append(f"{name} must be set to a random value of 16+ characters")
+        if problems:
+            raise SettingsError("unsafe production settings: " + "; ".join(problems))
+
+    # Derived paths: one place so that every component agrees on the layout of DIR.
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "missive.toml"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.store.master_key_file or self.keys_dir / "master.key"
+
+    @property
+    def index_key_path(self) -> Path:
+        return self.keys_dir / "index.key"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.certs.dir or self.data_dir / "certs"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'missive.db'}"
+
+
+_toml_path_hint: Path | None = None
+
+
+def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings for ``data_dir`` (or ``$MISSIVE_DATA_DIR``, or ``./data``).
+
+    ``overrides`` are keyword arguments with the highest precedence (used by tests).
+    Raises :class:`SettingsError` with a readable message on invalid values.
+    """
+    global _toml_path_hint
+    chosen = Path(data_dir or os.environ.get("MISSIVE_DATA_DIR") or "./data").expanduser()
+    _toml_path_hint = chosen / "missive.toml"
+    try:
+        from pydantic import ValidationError
+
+        try:
+            return Settings(data_dir=chosen, **overrides)
+        except ValidationError as exc:
+            lines = [
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ]
+            raise SettingsError("invalid settings: " + "; ".join(lines)) from None
+    finally:
+        _toml_path_hint = None
+
+
+def example_toml() -> str:
+    """An example ``missive.toml`` generated from the field descriptions."""
+    out: list[str] = ["# Missive configuration. Every key can be overridden by an environment",
+                      "# variable MISSIVE_<SECTION>__<KEY> (e.g. MISSIVE_MTA__MX_PORT=25).", ""]
+    top_sections: list[tuple[str, type[BaseModel]]] = []
+    for name, field in Settings.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            top_sections.append((name, ann))
+            continue
+        if name == "data_dir":
+            continue
+        out.append(f"# {field.description}")
+        out.append(f"# {name} = {_toml_value(field.get_default(call_default_factory=True))}")
+    for section, model in top_sections:
+        out.extend(["", f"[{section}]"])
+        for name, field in model.model_fields.items():
+            out.append(f"# {field.description}")
+            out.append(f"# {name} = {_toml_value(field.get_default(call_default_factory=True))}")
+    return "\n".join(out) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return '"<secret>"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if value is None:
+        return '""'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}" if not value else "{ " + ", ".join(
+            f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

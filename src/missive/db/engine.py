@@ -1,0 +1,122 @@
+"""Async engine and session factory for SQLite (default) and PostgreSQL.
+
+SQLite is opened in WAL mode with ``synchronous=FULL`` (a commit is on disk before it returns:
+policy P11 answers 250 only after a durable commit), foreign keys on, and a busy timeout so that
+the SMTP, IMAP and web fronts of one node can share the file. PostgreSQL is used through asyncpg.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from missive.config import Settings
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Create the engine for ``url`` with the per-backend settings described above."""
+    kwargs: dict[str, Any] = {"echo": echo}
+    sa_url = make_url(url)
+    if not is_sqlite(url) and "search_path" in sa_url.query:
+        # A schema per deployment or per test run: ``…/db?search_path=run_42``. asyncpg takes it
+        # as a server setting, not as a URL parameter.
+        schema = str(sa_url.query["search_path"])
+        sa_url = sa_url.difference_update_query(["search_path"])
+        kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    if is_sqlite(url):
+        kwargs["connect_args"] = {"timeout": 30}
+        # One connection per session: aiosqlite runs each on its own thread; a pool of idle
+        # connections would only hold WAL read snapshots open.
+        kwargs["poolclass"] = NullPool
+    else:
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 20
+        kwargs["pool_pre_ping"] = True
+    engine = create_async_engine(sa_url, **kwargs)
+    if is_sqlite(url):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling is turned off so that BEGIN IMMEDIATE below is ours.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # A write transaction (see Database.write) takes the write lock at BEGIN IMMEDIATE: a
+    # read-then-write transaction (UID allocation, audit chain) can then never fail half-way with
+    # SQLITE_BUSY on lock upgrade. Readers keep a plain deferred BEGIN and run beside writers.
+    if conn.get_execution_options().get("missive_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The engine and two session factories: ``read()`` and ``write()``.
+
+    Use ``async with db.write() as s:`` for anything that changes rows (it commits on success,
+    rolls back on error) and ``async with db.read() as s:`` for queries.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo=echo)
+        self.is_sqlite = is_sqlite(url)
+        writer = self.engine.execution_options(missive_write=True)
+        self._read = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write = async_sessionmaker(writer, expire_on_commit=False)
+
+    def read(self) -> AsyncSession:
+        """A session for queries; its transaction is rolled back when the block ends."""
+        return self._read()
+
+    def write(self) -> _WriteSession:
+        """A session whose transaction commits when the block ends without error."""
+        return _WriteSession(self._write())
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class _WriteSession:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def __aenter__(self) -> AsyncSession:
+        await self.session.__aenter__()
+        await self.session.begin()
+        return self.session
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+        finally:
+            await self.session.__aexit__(exc_type, exc, tb)
+
+
+def database_from_settings(settings: Settings) -> Database:
+    return Database(settings.sqlalchemy_url)

@@ -1,0 +1,890 @@
+"""The encrypted mailbox store: deliver, list, fetch, flags, copy/move, expunge, search, close.
+
+Every message is sealed at delivery for its recipient mailbox (``mailbox.crypto``); reading needs
+a :class:`MailboxSession`, which holds that mailbox's private key in memory only (C6) and is
+opened only where the master key is available. Delivery needs only public keys (C2).
+
+Delivery is a transaction in the shape of maddy's ``Start → AddRcpt → Body → Commit/Abort``:
+:meth:`MailboxStore.delivery` starts it, :meth:`Delivery.add_local` / :meth:`Delivery.add_remote`
+add recipients, :meth:`Delivery.commit` seals the body for every local recipient and writes, in
+one database transaction, the messages, the notification outbox rows, the relay queue rows,
+the relation hashes (C7) and the audit entries. When ``commit`` returns, all of it is durable
+(SQLite ``synchronous=FULL``; PostgreSQL commit): only then may a front answer 250 (P11).
+
+Implementation notes:
+- UIDs come from ``UPDATE folder SET uidnext = uidnext + 1 … RETURNING`` inside the writing
+  transaction: the row lock (PostgreSQL) or the database write lock (SQLite) orders concurrent
+  deliveries, so UIDs are unique and ascend in commit order (RFC 3501 §2.3.1.1).
+- Every change takes one new mailbox ``modseq`` (RFC 7162 §3.1: one value may cover several
+  messages changed by one operation).
+- Nothing here logs message content, subjects or addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from missive.audit import log as audit
+from missive.db.base import utcnow
+from missive.db.engine import Database
+from missive.errors import MissiveError, NotFound
+from missive.mailbox import crypto
+from missive.mailbox.events import ChangeBus
+from missive.mailbox.models import (
+    Content,
+    Conversation,
+    Correspondent,
+    Folder,
+    Mailbox,
+    Message,
+    NotificationOutbox,
+    ReceivedRef,
+    RelayQueue,
+)
+from missive.mime.summary import MessageSummary, summarize
+
+MailboxKind = Literal["patient", "professional", "system"]
+FlagMode = Literal["add", "remove", "set"]
+
+#: Folders every mailbox starts with, and their RFC 6154 special-use attribute.
+DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Archive", "\\Archive"),
+    ("Trash", "\\Trash"),
+)
+RELAY_LABEL = "relay"
+_BODY = b"body"
+_META = b"meta"
+_ENVELOPE = b"envelope"
+
+
+class StoreError(MissiveError):
+    """A store operation was refused (closed mailbox, quota, bad folder name…)."""
+
+
+class MailboxClosed(StoreError):
+    pass
+
+
+class QuotaExceeded(StoreError):
+    pass
+
+
+# --- value objects ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    name: str
+    messages: int
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    highest_modseq: int
+    size: int
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    id: int
+    uid: int
+    flags: frozenset[str]
+    internal_date: datetime
+    size: int
+    modseq: int
+    content_id: int
+
+
+@dataclass(frozen=True)
+class DeliveredCopy:
+    mailbox_id: int
+    folder: str
+    uid: int
+    uidvalidity: int
+
+
+@dataclass(frozen=True)
+class RemoteRecipient:
+    address: str
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@dataclass
+class DeliveryResult:
+    local: list[DeliveredCopy] = field(default_factory=list)
+    relayed: list[str] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RelationFacts:
+    """Facts for policy P6, computed from keyed hashes (C7)."""
+
+    wrote_before: bool
+    references_known: bool
+    conversation_closed: bool
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _flags_set(text: str) -> frozenset[str]:
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _info(m: Message) -> MessageInfo:
+    return MessageInfo(m.id, m.uid, _flags_set(m.flags), m.internal_date, m.size, m.modseq,
+                       m.content_id)
+
+
+def _folder_info(f: Folder) -> FolderInfo:
+    return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.subscribed)
+
+
+async def _insert_ignore(session: AsyncSession, table: type, values: dict[str, object],
+                         keys: list[str]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    module = pg_dialect if dialect == "postgresql" else sqlite_dialect
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    await session.execute(stmt)
+
+
+class MailboxStore:
+    """Entry point of the store. One instance per process; cheap to share."""
+
+    def __init__(
+        self,
+        db: Database,
+        keys: crypto.KeyRing,
+        *,
+        suite: str = crypto.HYBRID,
+        default_quota: int = 2 * 1024**3,
+        events: ChangeBus | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.suite = suite
+        self.default_quota = default_quota
+        self.events = events or ChangeBus()
+
+    # --- relation hashes (C7) ----------------------------------------------------------------
+    def peer_hash(self, mailbox_id: int, peer: str) -> str:
+        return self.keys.index.digest("peer", mailbox_id, peer.lower())
+
+    def ref_hash(self, mailbox_id: int, message_id: str, peer: str) -> str:
+        return self.keys.index.digest("ref", mailbox_id, message_id.lower(), peer.lower())
+
+    def thread_hash(self, root_message_id: str) -> str:
+        return self.keys.index.digest("thread", root_message_id.lower())
+
+    def actor_hash(self, address: str) -> str:
+        """How a sender appears in audit entries that tie it to a recipient (C7)."""
+        return "h:" + self.keys.index.digest("actor", address.lower())[:24]
+
+    # --- mailboxes ----------------------------------------------------------------------------
+    async def create_mailbox(
+        self, session: AsyncSession, *, kind: MailboxKind, label: str | None = None,
+        quota: int | None = None,
+    ) -> int:
+        """Create a mailbox with a fresh key pair and the default folders; returns its id.
+
+        Runs in the caller's transaction. Needs the master key (the private key is wrapped).
+        """
+        public, private = crypto.generate_keypair(self.suite)
+        master = self.keys.master()
+        box = Mailbox(kind=kind, label=label, status="active", suite=public.suite,
+                      public_key=public.raw,
+                      wrapped_private_key=crypto.wrap_private_key(master, public, private),
+                      master_key_id=master.key_id, highest_modseq=1,
+                      quota_bytes=quota or self.default_quota, used_bytes=0)
+        session.add(box)
+        await session.flush()
+        for name, special in DEFAULT_FOLDERS:
+            session.add(Folder(mailbox_id=box.id, name=name, special_use=special,
+                               uidvalidity=_new_uidvalidity(), uidnext=1, subscribed=True))
+        await session.flush()
+        await audit.append(session, "mailbox.create", mailbox_id=box.id,
+                           details={"kind": kind, "suite": public.suite})
+        return box.id
+
+    async def ensure_system_mailbox(self, label: str = RELAY_LABEL) -> int:
+        """The system mailbox whose key seals the outbound relay queue (created by init)."""
+        async with self.db.write() as s:
+            found = (await s.execute(select(Mailbox.id).where(Mailbox.label == label))).scalar()
+            if found is not None:
+                return int(found)
+            return await self.create_mailbox(s, kind="system", label=label)
+
+    async def close_mailbox(self, session: AsyncSession, mailbox_id: int) -> None:
+        """Crypto-shredding (C3): destroy the wrapped private key, then the sealed data.
+
+        Once the private key row is gone no copy of the database or of its backups that lacks
+        this row can be opened with any master key, since the private key existed nowhere else.
+        """
+        box = await session.get(Mailbox, mailbox_id, with_for_update=True)
+        if box is None:
+            raise NotFound("no such mailbox")
+        box.wrapped_private_key = None
+        box.master_key_id = None
+        box.status = "closed"
+        box.closed_at = utcnow()
+        box.used_bytes = 0
+        await session.execute(delete(Message).where(Message.mailbox_id == mailbox_id))
+        await session.execute(delete(Content).where(Content.mailbox_id == mailbox_id))
+        await session.execute(delete(Correspondent).where(Correspondent.mailbox_id == mailbox_id))
+        await session.execute(delete(ReceivedRef).where(ReceivedRef.mailbox_id == mailbox_id))
+        await session.execute(delete(NotificationOutbox).where(
+            NotificationOutbox.mailbox_id == mailbox_id))
+        await audit.append(session, "mailbox.close", mailbox_id=mailbox_id)
+        await self.events.notify_in_transaction(session, {mailbox_id})
+
+    async def open(self, mailbox_id: int) -> MailboxSession:
+        """Unwrap the mailbox private key for a session (C6). Needs the master key."""
+        async with self.db.read() as s:
+            box = await s.get(Mailbox, mailbox_id)
+        if box is None:
+            raise NotFound("no such mailbox")
+        if box.status != "active" or box.wrapped_private_key is None:
+            raise MailboxClosed("this mailbox is closed")
+        public = crypto.PublicKey(box.suite, box.public_key)
+        private = crypto.unwrap_private_key(self.keys.master(box.master_key_id), public,
+                                            box.wrapped_private_key)
+        return MailboxSession(self, mailbox_id, box.kind, public, private)
+
+    # --- delivery -----------------------------------------------------------------------------
+    def delivery(self, *, sender: str, source: str, actor: str | None = None) -> Delivery:
+        """Start a delivery transaction (nothing is written before :meth:`Delivery.commit`)."""
+        return Delivery(self, sender=sender, source=source, actor=actor)
+
+    async def relation_facts(
+        self, patient_mailbox_id: int, professional: str, references: Sequence[str],
+        thread_root: str | None,
+    ) -> RelationFacts:
+        """P6 facts for a patient writing to ``professional``, from keyed hashes only."""
+        async with self.db.read() as s:
+            wrote = (await s.execute(select(exists().where(
+                Correspondent.mailbox_id == patient_mailbox_id,
+                Correspondent.peer_hash == self.peer_hash(patient_mailbox_id, professional),
+            )))).scalar_one()
+            hashes = [self.ref_hash(patient_mailbox_id, r, professional) for r in references[:100]]
+            known = False
+            if hashes:
+                known = (await s.execute(select(exists().where(
+                    ReceivedRef.mailbox_id == patient_mailbox_id,
+                    ReceivedRef.ref_hash.in_(hashes),
+                )))).scalar_one()
+            closed = False
+            if thread_root:
+                closed = (await s.execute(select(exists().where(
+                    Conversation.thread_hash == self.thread_hash(thread_root),
+                    Conversation.closed_at.is_not(None),
+                )))).scalar_one()
+        return RelationFacts(bool(wrote), bool(known), bool(closed))
+
+    async def conversation_closed(self, thread_root: str) -> bool:
+        async with self.db.read() as s:
+            return bool((await s.execute(select(exists().where(
+                Conversation.thread_hash == self.thread_hash(thread_root),
+                Conversation.closed_at.is_not(None))))).scalar_one())
+
+    async def _seal_into(
+        self, s: AsyncSession, box: Mailbox, folder_name: str, raw: bytes, meta: bytes,
+        flags: Iterable[str], internal_date: datetime,
+    ) -> tuple[Folder, int, int]:
+        """Seal ``raw`` for ``box`` and file it in ``folder_name``; returns (folder, uid, id)."""
+        if box.status != "active":
+            raise MailboxClosed("recipient mailbox is closed")
+        size = len(raw)
+        public = crypto.PublicKey(box.suite, box.public_key)
+        data_key = crypto.new_data_key()
+        sealed = crypto.seal_data_key(public, data_key)
+        content = Content(mailbox_id=box.id, suite=sealed.suite, sealed_key=sealed.blob,
+                          meta=crypto.encrypt(data_key, meta, _META),
+                          body=crypto.encrypt(data_key, raw, _BODY), size=size)
+        s.add(content)
+        folder = (await s.execute(select(Folder).where(
+            Folder.mailbox_id == box.id, Folder.name == folder_name))).scalar_one_or_none()
+        if folder is None:
+            raise NotFound(f"no folder {folder_name!r}")
+        uid = (await s.execute(update(Folder).where(Folder.id == folder.id)
+                               .values(uidnext=Folder.uidnext + 1)
+                               .returning(Folder.uidnext))).scalar_one() - 1
+        modseq = (await s.execute(update(Mailbox).where(Mailbox.id == box.id)
+                                  .values(highest_modseq=Mailbox.highest_modseq + 1,
+                                          used_bytes=Mailbox.used_bytes + size)
+                                  .returning(Mailbox.highest_modseq))).scalar_one()
+        await s.flush()
+        msg = Message(mailbox_id=box.id, folder_id=folder.id, uid=uid, content_id=content.id,
+                      flags=_flags_text(flags), internal_date=internal_date, size=size,
+                      modseq=modseq)
+        s.add(msg)
+        await s.flush()
+        return folder, uid, msg.id
+
+    async def relay_open_session(self) -> MailboxSession:
+        """The relay worker's session on the system relay mailbox (needs the master key)."""
+        async with self.db.read() as s:
+            mid = (await s.execute(select(Mailbox.id).where(Mailbox.label == RELAY_LABEL))
+                   ).scalar()
+        if mid is None:
+            raise NotFound("relay mailbox missing: run `missive init`")
+        return await self.open(int(mid))
+
+    async def stats(self) -> dict[str, int]:
+        async with self.db.read() as s:
+            mailboxes = (await s.execute(select(func.count(Mailbox.id)))).scalar_one()
+            messages = (await s.execute(select(func.count(Message.id)))).scalar_one()
+            pending_notify = (await s.execute(select(func.count(NotificationOutbox.id)).where(
+                NotificationOutbox.state == "pending"))).scalar_one()
+            pending_relay = (await s.execute(select(func.count(RelayQueue.id)).where(
+                RelayQueue.state == "pending"))).scalar_one()
+        return {"mailboxes": mailboxes, "messages": messages,
+                "notifications_pending": pending_notify, "relay_pending": pending_relay}
+
+
+def _new_uidvalidity() -> int:
+    # RFC 3501 §2.3.1.1: a non-zero 32-bit value that must change if UIDs are ever reused for
+    # this name; a random value differs from any earlier folder of the same name.
+    return secrets.randbelow(2**31 - 1) + 1
+
+
+@dataclass
+class _LocalRcpt:
+    mailbox_id: int
+    folder: str
+
+
+class Delivery:
+    """One delivery transaction: add recipients, then ``commit(raw)`` or ``abort()``."""
+
+    def __init__(self, store: MailboxStore, *, sender: str, source: str,
+                 actor: str | None) -> None:
+        self.store = store
+        self.sender = sender
+        self.source = source
+        self.actor = actor
+        self.local: list[_LocalRcpt] = []
+        self.remote: list[RemoteRecipient] = []
+        self.close_conversation = False
+        self.notify = True
+        self.ret: str | None = None
+        self.envid: str | None = None
+        self._done = False
+
+    def add_local(self, mailbox_id: int, folder: str = "INBOX") -> None:
+        if all(r.mailbox_id != mailbox_id or r.folder != folder for r in self.local):
+            self.local.append(_LocalRcpt(mailbox_id, folder))
+
+    def add_remote(self, address: str, *, notify: Sequence[str] = (),
+                   orcpt: str | None = None) -> None:
+        self.remote.append(RemoteRecipient(address, tuple(notify), orcpt))
+
+    def abort(self) -> None:
+        self._done = True
+
+    async def commit(self, raw: bytes, *, summary: MessageSummary | None = None) -> DeliveryResult:
+        """Seal and store for every recipient in one transaction; durable when it returns."""
+        if self._done:
+            raise StoreError("delivery already finished")
+        self._done = True
+        store = self.store
+        summary = summary or summarize(raw)
+        meta = json.dumps(summary.to_dict(), ensure_ascii=False).encode()
+        result = DeliveryResult()
+        now = utcnow()
+        touched: set[int] = set()
+        async with store.db.write() as s:
+            ids = sorted({r.mailbox_id for r in self.local})
+            boxes = {b.id: b for b in (await s.execute(
+                select(Mailbox).where(Mailbox.id.in_(ids)))).scalars()} if ids else {}
+            for rcpt in self.local:
+                box = boxes.get(rcpt.mailbox_id)
+                if box is None:
+                    raise NotFound("no such mailbox")
+                folder, uid, _ = await store._seal_into(s, box, rcpt.folder, raw, meta, (), now)
+                touched.add(box.id)
+                result.local.append(DeliveredCopy(box.id, rcpt.folder, uid, folder.uidvalidity))
+                if self.sender:
+                    await _insert_ignore(s, Correspondent, {
+                        "mailbox_id": box.id,
+                        "peer_hash": store.peer_hash(box.id, self.sender),
+                        "last_seen": now}, ["mailbox_id", "peer_hash"])
+                    if summary.message_id:
+                        s.add(ReceivedRef(mailbox_id=box.id, ref_hash=store.ref_hash(
+                            box.id, summary.message_id, self.sender)))
+                if box.kind == "patient" and self.notify and rcpt.folder == "INBOX":
+                    row = NotificationOutbox(mailbox_id=box.id, event="message.delivered",
+                                             idempotency_key=uuid.uuid4().hex, state="pending",
+                                             attempts=0, created_at=now, next_attempt_at=now)
+                    s.add(row)
+                    await s.flush()
+                    result.outbox_ids.append(row.id)
+                await audit.append(
+                    s, "message.deliver",
+                    actor=store.actor_hash(self.sender) if self.sender else self.actor,
+                    mailbox_id=box.id,
+                    details={"uid": uid, "folder": rcpt.folder, "size": len(raw),
+                             "source": self.source})
+            if self.close_conversation and summary.thread_root:
+                await _insert_ignore(s, Conversation, {
+                    "thread_hash": store.thread_hash(summary.thread_root), "closed_at": now},
+                    ["thread_hash"])
+                await s.execute(update(Conversation).where(
+                    Conversation.thread_hash == store.thread_hash(summary.thread_root),
+                    Conversation.closed_at.is_(None)).values(closed_at=now))
+            if self.remote:
+                await self._queue_remote(s, raw, now, result)
+            await store.events.notify_in_transaction(s, touched)
+        for mid in touched:
+            store.events.publish(mid)
+        return result
+
+    async def _queue_remote(self, s: AsyncSession, raw: bytes, now: datetime,
+                            result: DeliveryResult) -> None:
+        relay = (await s.execute(select(Mailbox).where(Mailbox.label == RELAY_LABEL))
+                 ).scalar_one_or_none()
+        if relay is None:
+            raise StoreError("relay mailbox missing: run `missive init`")
+        public = crypto.PublicKey(relay.suite, relay.public_key)
+        by_domain: dict[str, list[RemoteRecipient]] = {}
+        for r in self.remote:
+            by_domain.setdefault(r.address.rsplit("@", 1)[-1].lower(), []).append(r)
+        for domain, rcpts in sorted(by_domain.items()):
+            data_key = crypto.new_data_key()
+            sealed = crypto.seal_data_key(public, data_key)
+            envelope = json.dumps({
+                "sender": self.sender, "ret": self.ret, "envid": self.envid,
+                "recipients": [{"address": r.address, "notify": list(r.notify),
+                                "orcpt": r.orcpt} for r in rcpts],
+            }).encode()
+            s.add(RelayQueue(domain=domain, state="pending", attempts=0, suite=sealed.suite,
+                             sealed_key=sealed.blob,
+                             envelope=crypto.encrypt(data_key, envelope, _ENVELOPE),
+                             body=crypto.encrypt(data_key, raw, _BODY), size=len(raw),
+                             created_at=now, next_attempt_at=now))
+            result.relayed.extend(r.address for r in rcpts)
+            await audit.append(s, "message.relay_queued", actor=self.actor,
+                               details={"domain": domain, "recipients": len(rcpts),
+                                        "size": len(raw)})
+
+
+class MailboxSession:
+    """An opened mailbox: its private key in memory, every read and change of its folders.
+
+    Obtain with :meth:`MailboxStore.open`. Data keys of recently opened messages are cached
+    (bounded) so that a client fetching headers then bodies pays HPKE once per message.
+    """
+
+    _CACHE = 4096
+
+    def __init__(self, store: MailboxStore, mailbox_id: int, kind: str,
+                 public: crypto.PublicKey, private: crypto.PrivateKey) -> None:
+        self.store = store
+        self.mailbox_id = mailbox_id
+        self.kind = kind
+        self._public = public
+        self._private = private
+        self._keys: OrderedDict[int, bytes] = OrderedDict()
+
+    @property
+    def db(self) -> Database:
+        return self.store.db
+
+    # --- folders ------------------------------------------------------------------------------
+    async def folders(self) -> list[FolderInfo]:
+        async with self.db.read() as s:
+            rows = (await s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id)
+                                    .order_by(Folder.name))).scalars()
+            return [_folder_info(f) for f in rows]
+
+    async def folder(self, name: str) -> FolderInfo:
+        async with self.db.read() as s:
+            return _folder_info(await self._folder(s, name))
+
+    async def _folder(self, s: AsyncSession, name: str) -> Folder:
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        f = (await s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id,
+                                                  Folder.name == name))).scalar_one_or_none()
+        if f is None:
+            raise NotFound(f"no folder named {name!r}")
+        return f
+
+    async def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
+        if not name or name.upper() == "INBOX" or len(name) > 255:
+            raise StoreError("invalid folder name")
+        async with self.db.write() as s:
+            exists_ = (await s.execute(select(Folder.id).where(
+                Folder.mailbox_id == self.mailbox_id, Folder.name == name))).scalar()
+            if exists_ is not None:
+                raise StoreError("folder already exists")
+            f = Folder(mailbox_id=self.mailbox_id, name=name, special_use=special_use,
+                       uidvalidity=_new_uidvalidity(), uidnext=1, subscribed=True)
+            s.add(f)
+            await s.flush()
+            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+            info = _folder_info(f)
+        self.store.events.publish(self.mailbox_id)
+        return info
+
+    async def delete_folder(self, name: str) -> None:
+        async with self.db.write() as s:
+            f = await self._folder(s, name)
+            if f.name == "INBOX":
+                raise StoreError("INBOX cannot be deleted")
+            content_ids = list((await s.execute(select(Message.content_id).where(
+                Message.folder_id == f.id))).scalars())
+            size = (await s.execute(select(func.coalesce(func.sum(Message.size), 0)).where(
+                Message.folder_id == f.id))).scalar_one()
+            await s.execute(delete(Message).where(Message.folder_id == f.id))
+            await s.delete(f)
+            await self._gc_contents(s, content_ids)
+            await s.execute(update(Mailbox).where(Mailbox.id == self.mailbox_id).values(
+                used_bytes=func.max(Mailbox.used_bytes - size, 0)
+                if self.db.is_sqlite else func.greatest(Mailbox.used_bytes - size, 0)))
+            await audit.append(s, "folder.delete", mailbox_id=self.mailbox_id)
+            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+        self.store.events.publish(self.mailbox_id)
+
+    async def rename_folder(self, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5. Renaming INBOX moves its messages to a new folder; INBOX stays."""
+        if not new or new.upper() == "INBOX":
+            raise StoreError("invalid folder name")
+        if old.upper() == "INBOX":
+            await self.create_folder(new)
+            uids = [m.uid for m in await self.messages("INBOX")]
+            if uids:
+                await self.move("INBOX", uids, new)
+            return
+        async with self.db.write() as s:
+            f = await self._folder(s, old)
+            taken = (await s.execute(select(Folder.id).where(
+                Folder.mailbox_id == self.mailbox_id, Folder.name == new))).scalar()
+            if taken is not None:
+                raise StoreError("folder already exists")
+            # Children move with their parent (hierarchy delimiter "/").
+            children = (await s.execute(select(Folder).where(
+                Folder.mailbox_id == self.mailbox_id, Folder.name.like(old + "/%")))).scalars()
+            for child in children:
+                child.name = new + child.name[len(old):]
+            f.name = new
+            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+        self.store.events.publish(self.mailbox_id)
+
+    async def set_subscribed(self, name: str, subscribed: bool) -> None:
+        async with self.db.write() as s:
+            f = await self._folder(s, name)
+            f.subscribed = subscribed
+
+    async def status(self, name: str) -> FolderStatus:
+        async with self.db.read() as s:
+            f = await self._folder(s, name)
+            count, size = (await s.execute(select(
+                func.count(Message.id), func.coalesce(func.sum(Message.size), 0)).where(
+                Message.folder_id == f.id))).one()
+            seen = (await s.execute(select(func.count(Message.id)).where(
+                Message.folder_id == f.id, Message.flags.like("%\\Seen%")))).scalar_one()
+            modseq = (await s.execute(select(Mailbox.highest_modseq).where(
+                Mailbox.id == self.mailbox_id))).scalar_one()
+            return FolderStatus(f.name, count, count - seen, f.uidnext, f.uidvalidity, modseq,
+                                int(size))
+
+    # --- messages -----------------------------------------------------------------------------
+    async def messages(self, name: str, uids: Sequence[int] | None = None) -> list[MessageInfo]:
+        """Messages of a folder in UID order (all, or those among ``uids``)."""
+        async with self.db.read() as s:
+            f = await self._folder(s, name)
+            q = select(Message).where(Message.folder_id == f.id)
+            if uids is not None:
+                q = q.where(Message.uid.in_(list(uids)))
+            return [_info(m) for m in (await s.execute(q.order_by(Message.uid))).scalars()]
+
+    async def _data_keys(self, s: AsyncSession, content_ids: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        missing = []
+        for cid in content_ids:
+            key = self._keys.get(cid)
+            if key is None:
+                missing.append(cid)
+            else:
+                out[cid] = key
+        for start in range(0, len(missing), 500):
+            rows = (await s.execute(select(Content.id, Content.suite, Content.sealed_key).where(
+                Content.id.in_(missing[start:start + 500]),
+                Content.mailbox_id == self.mailbox_id))).all()
+            for cid, suite, blob in rows:
+                key = crypto.open_data_key(self._private, crypto.SealedKey(suite, blob))
+                out[cid] = key
+                self._remember(cid, key)
+        return out
+
+    def _remember(self, cid: int, key: bytes) -> None:
+        self._keys[cid] = key
+        if len(self._keys) > self._CACHE:
+            self._keys.popitem(last=False)
+
+    async def summaries(self, name: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+        """Decrypted summaries (subject, sender, attachments…) of messages, by UID."""
+        async with self.db.read() as s:
+            f = await self._folder(s, name)
+            rows = (await s.execute(select(Message.uid, Content.id, Content.meta).join(
+                Content, Content.id == Message.content_id).where(
+                Message.folder_id == f.id, Message.uid.in_(list(uids))))).all()
+            keys = await self._data_keys(s, [r[1] for r in rows])
+        return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta, _META)))
+                for uid, cid, meta in rows}
+
+    async def fetch(self, name: str, uid: int) -> bytes:
+        got = await self.fetch_many(name, [uid])
+        if uid not in got:
+            raise NotFound("no such message")
+        return got[uid]
+
+    async def fetch_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        """Decrypted raw messages (RFC 5322 bytes), by UID."""
+        out: dict[int, bytes] = {}
+        async with self.db.read() as s:
+            f = await self._folder(s, name)
+            for start in range(0, len(uids), 200):
+                rows = (await s.execute(select(Message.uid, Content.id, Content.body).join(
+                    Content, Content.id == Message.content_id).where(
+                    Message.folder_id == f.id,
+                    Message.uid.in_(list(uids[start:start + 200]))))).all()
+                keys = await self._data_keys(s, [r[1] for r in rows])
+                for uid, cid, body in rows:
+                    out[uid] = crypto.decrypt(keys[cid], body, _BODY)
+        return out
+
+    async def append(self, name: str, raw: bytes, flags: Iterable[str] = (),
+                     internal_date: datetime | None = None) -> tuple[int, int]:
+        """Seal and file a message (IMAP APPEND, Sent copies); returns (uidvalidity, uid)."""
+        meta = json.dumps(summarize(raw).to_dict(), ensure_ascii=False).encode()
+        async with self.db.write() as s:
+            box = await s.get(Mailbox, self.mailbox_id)
+            assert box is not None  # noqa: S101 - opened sessions have a mailbox
+            if box.used_bytes + len(raw) > box.quota_bytes:
+                raise QuotaExceeded("mailbox quota exceeded")
+            folder, uid, _ = await self.store._seal_into(
+                s, box, name if name.upper() != "INBOX" else "INBOX", raw, meta, flags,
+                internal_date or utcnow())
+            await audit.append(s, "message.append", mailbox_id=self.mailbox_id,
+                               details={"uid": uid, "size": len(raw)})
+            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+        self.store.events.publish(self.mailbox_id)
+        return folder.uidvalidity, uid
+
+    async def store_flags(self, name: str, uids: Sequence[int], flags: Iterable[str],
+                          mode: FlagMode) -> list[MessageInfo]:
+        """Change flags (RFC 3501 §6.4.6); returns the messages whose flags changed."""
+        wanted = frozenset(flags)
+        changed: list[MessageInfo] = []
+        async with self.db.write() as s:
+            f = await self._folder(s, name)
+            msgs = list((await s.execute(select(Message).where(
+                Message.folder_id == f.id, Message.uid.in_(list(uids)))
+                .order_by(Message.uid))).scalars())
+            updates: list[tuple[Message, frozenset[str]]] = []
+            for m in msgs:
+                old = _flags_set(m.flags)
+                new = old | wanted if mode == "add" else old - wanted if mode == "remove" \
+                    else wanted
+                if new != old:
+                    updates.append((m, new))
+            if updates:
+                modseq = await self._next_modseq(s)
+                for m, new in updates:
+                    m.flags = _flags_text(new)
+                    m.modseq = modseq
+                    changed.append(_info(m))
+                await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+        if changed:
+            self.store.events.publish(self.mailbox_id)
+        return changed
+
+    async def _next_modseq(self, s: AsyncSession) -> int:
+        return int((await s.execute(update(Mailbox).where(Mailbox.id == self.mailbox_id).values(
+            highest_modseq=Mailbox.highest_modseq + 1).returning(Mailbox.highest_modseq))
+        ).scalar_one())
+
+    async def copy(self, name: str, uids: Sequence[int], dest: str) -> tuple[int, list[
+            tuple[int, int]]]:
+        """Copy messages (RFC 3501 §6.4.7, UIDPLUS COPYUID); returns (uidvalidity, pairs)."""
+        return await self._copy(name, uids, dest, move=False)
+
+    async def move(self, name: str, uids: Sequence[int], dest: str) -> tuple[int, list[
+            tuple[int, int]]]:
+        """Move messages (RFC 6851); the sealed content is shared, not re-encrypted."""
+        return await self._copy(name, uids, dest, move=True)
+
+    async def _copy(self, name: str, uids: Sequence[int], dest: str, *,
+                    move: bool) -> tuple[int, list[tuple[int, int]]]:
+        pairs: list[tuple[int, int]] = []
+        async with self.db.write() as s:
+            src = await self._folder(s, name)
+            dst = await self._folder(s, dest)
+            msgs = list((await s.execute(select(Message).where(
+                Message.folder_id == src.id, Message.uid.in_(list(uids)))
+                .order_by(Message.uid))).scalars())
+            if msgs:
+                if not move:
+                    total = sum(m.size for m in msgs)
+                    box = await s.get(Mailbox, self.mailbox_id)
+                    assert box is not None  # noqa: S101
+                    if box.used_bytes + total > box.quota_bytes:
+                        raise QuotaExceeded("mailbox quota exceeded")
+                    box.used_bytes += total
+                first = (await s.execute(update(Folder).where(Folder.id == dst.id).values(
+                    uidnext=Folder.uidnext + len(msgs)).returning(Folder.uidnext))
+                ).scalar_one() - len(msgs)
+                modseq = await self._next_modseq(s)
+                for offset, m in enumerate(msgs):
+                    new_uid = first + offset
+                    s.add(Message(mailbox_id=self.mailbox_id, folder_id=dst.id, uid=new_uid,
+                                  content_id=m.content_id, flags=m.flags,
+                                  internal_date=m.internal_date, size=m.size, modseq=modseq))
+                    pairs.append((m.uid, new_uid))
+                    if move:
+                        await s.delete(m)
+                await audit.append(s, "message.move" if move else "message.copy",
+                                   mailbox_id=self.mailbox_id,
+                                   details={"count": len(msgs), "to": dst.special_use or "folder"})
+                await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+            validity = dst.uidvalidity
+        if pairs:
+            self.store.events.publish(self.mailbox_id)
+        return validity, pairs
+
+    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove messages flagged ``\\Deleted`` (only those in ``uids`` if given: UID EXPUNGE,
+        RFC 4315 §2.1); returns the removed UIDs in ascending order."""
+        async with self.db.write() as s:
+            f = await self._folder(s, name)
+            q = select(Message).where(Message.folder_id == f.id,
+                                      Message.flags.like("%\\Deleted%"))
+            if uids is not None:
+                q = q.where(Message.uid.in_(list(uids)))
+            msgs = [m for m in (await s.execute(q.order_by(Message.uid))).scalars()
+                    if "\\Deleted" in _flags_set(m.flags)]
+            if not msgs:
+                return []
+            removed = [m.uid for m in msgs]
+            freed = sum(m.size for m in msgs)
+            content_ids = [m.content_id for m in msgs]
+            await s.execute(delete(Message).where(Message.id.in_([m.id for m in msgs])))
+            await self._gc_contents(s, content_ids)
+            box = await s.get(Mailbox, self.mailbox_id)
+            assert box is not None  # noqa: S101
+            box.used_bytes = max(0, box.used_bytes - freed)
+            await self._next_modseq(s)
+            await audit.append(s, "message.expunge", mailbox_id=self.mailbox_id,
+                               details={"count": len(removed)})
+            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+        self.store.events.publish(self.mailbox_id)
+        return removed
+
+    async def _gc_contents(self, s: AsyncSession, content_ids: Sequence[int]) -> None:
+        """Delete sealed contents no longer referenced by any message (copies share one)."""
+        if not content_ids:
+            return
+        await s.flush()
+        await s.execute(delete(Content).where(
+            Content.id.in_(list(set(content_ids))),
+            ~exists().where(Message.content_id == Content.id)))
+        for cid in content_ids:
+            self._keys.pop(cid, None)
+
+    async def quota(self) -> tuple[int, int]:
+        async with self.db.read() as s:
+            used, limit = (await s.execute(select(Mailbox.used_bytes, Mailbox.quota_bytes).where(
+                Mailbox.id == self.mailbox_id))).one()
+        return int(used), int(limit)
+
+    async def highest_modseq(self) -> int:
+        async with self.db.read() as s:
+            return int((await s.execute(select(Mailbox.highest_modseq).where(
+                Mailbox.id == self.mailbox_id))).scalar_one())
+
+    async def search_text(self, name: str, query: str, *,
+                          uids: Sequence[int] | None = None) -> list[int]:
+        """UIDs whose decrypted summary or body contains ``query`` (case-insensitive).
+
+        Search happens here, in the opened session, because no clear-text index exists (C1).
+        """
+        needle = query.casefold()
+        infos = await self.messages(name, uids)
+        found: list[int] = []
+        for start in range(0, len(infos), 200):
+            batch = [m.uid for m in infos[start:start + 200]]
+            bodies = await self.fetch_many(name, batch)
+            for uid in batch:
+                raw = bodies.get(uid)
+                if raw is not None and needle in _searchable_text(raw):
+                    found.append(uid)
+        return found
+
+
+def _searchable_text(raw: bytes) -> str:
+    """Headers and decoded text parts of a message, case-folded, for substring search."""
+    from missive.mime.summary import parse
+
+    msg = parse(raw)
+    chunks: list[str] = []
+    for key, value in msg.items():
+        chunks.append(f"{key}: {value}")
+    try:
+        for part in msg.walk():
+            if part.get_content_maintype() == "text":
+                try:
+                    chunks.append(str(part.get_content()))
+                except Exception:  # noqa: BLE001 - undecodable part: search what we have
+                    payload = part.get_payload(decode=True)
+                    if isinstance(payload, bytes):
+                        chunks.append(payload.decode("utf-8", "replace"))
+            filename = part.get_filename()
+            if filename:
+                chunks.append(str(filename))
+    except Exception:  # noqa: BLE001
+        chunks.append(raw.decode("utf-8", "replace"))
+    return "\n".join(chunks).casefold()
+
+
+__all__ = [
+    "DEFAULT_FOLDERS",
+    "Delivery",
+    "DeliveryResult",
+    "FolderInfo",
+    "FolderStatus",
+    "MailboxClosed",
+    "MailboxSession",
+    "MailboxStore",
+    "MessageInfo",
+    "QuotaExceeded",
+    "RelationFacts",
+    "StoreError",
+]
