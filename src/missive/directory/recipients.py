@@ -1,0 +1,107 @@
+"""What an address is, as facts for the policy (P4, P5, P7): :func:`resolve_recipient`.
+
+The SMTP front calls this for every RCPT TO (and the MX front for every sender domain) and
+hands the :class:`RecipientInfo` to :mod:`missive.policy`, which decides; this module never
+decides, it only looks up. Order of the checks:
+
+1. not an address at all → ``invalid`` (``error`` says why);
+2. the patient domain → ``patient``: the local part must be a matricule INS (otherwise
+   ``matricule_error``, P5 "malformed matricule or wrong key"); ``known`` and ``status`` come
+   from the directory;
+3. the operator domain or a sub-domain → ``professional`` (``known`` when the address or an
+   alias belongs to a professional);
+4. a trust-space domain → ``remote`` (our own domain may appear in the national whitelist:
+   local always wins);
+5. anything else → ``outside`` (P4: refused, never relayed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from missive.config import Settings
+from missive.directory.patients import find_patient
+from missive.directory.professionals import professional_by_address
+from missive.directory.trust import trust_domain_for
+from missive.directory.validate import is_local_domain
+from missive.identity.address import AddressError, normalize_address, normalize_domain
+from missive.identity.ins import InsError, parse_matricule
+
+RecipientKind = Literal["invalid", "patient", "professional", "remote", "outside"]
+
+
+@dataclass(frozen=True)
+class RecipientInfo:
+    """Directory facts about one address (no decision)."""
+
+    address: str
+    kind: RecipientKind
+    known: bool = False
+    status: str | None = None
+    mailbox_id: int | None = None
+    patient_id: int | None = None
+    professional_id: int | None = None
+    matricule: str | None = None
+    trust_domain: str | None = None
+    #: Why the address (``invalid``) or the matricule (``patient``) is malformed, in English.
+    error: str | None = None
+    #: The same reason in plain French, for a matricule error (shown to patients).
+    error_french: str | None = None
+
+    @property
+    def matricule_error(self) -> str | None:
+        return self.error if self.kind == "patient" else None
+
+    @property
+    def local(self) -> bool:
+        return self.kind in ("patient", "professional")
+
+
+async def resolve_recipient(
+    session: AsyncSession, address: str, settings: Settings
+) -> RecipientInfo:
+    """Look ``address`` up (see the module docstring for the order of the checks)."""
+    try:
+        normal = normalize_address(address)
+    except AddressError as exc:
+        return RecipientInfo(address=address, kind="invalid", error=str(exc))
+    local_part, _, domain = normal.rpartition("@")
+    if domain == normalize_domain(settings.patient_domain):
+        try:
+            # The local part of the address as written (normal form only lowercased it).
+            matricule = parse_matricule(local_part.upper())
+        except InsError as exc:
+            return RecipientInfo(address=normal, kind="patient", error=str(exc),
+                                 error_french=exc.french)
+        patient = await find_patient(session, matricule.value)
+        if patient is None:
+            return RecipientInfo(address=normal, kind="patient", matricule=matricule.value)
+        return RecipientInfo(
+            address=normal,
+            kind="patient",
+            known=True,
+            status=patient.status,
+            mailbox_id=patient.mailbox_id,
+            patient_id=patient.id,
+            matricule=patient.matricule,
+        )
+    if is_local_domain(domain, settings):
+        pro = await professional_by_address(session, normal)
+        if pro is None:
+            return RecipientInfo(address=normal, kind="professional")
+        return RecipientInfo(
+            address=normal,
+            kind="professional",
+            known=True,
+            status=pro.status,
+            mailbox_id=pro.mailbox_id,
+            professional_id=pro.id,
+        )
+    entry = await trust_domain_for(session, domain)
+    if entry is not None:
+        return RecipientInfo(address=normal, kind="remote", known=True,
+                             trust_domain=entry.domain)
+    return RecipientInfo(address=normal, kind="outside")
