@@ -681,6 +681,26 @@ class MailboxSession:
                     out[uid] = crypto.decrypt(keys[cid], body, _BODY)
         return out
 
+    # --- the outbound relay queue (system relay mailbox only) ---------------------------------
+    def open_relay_item(self, row: RelayQueue) -> tuple[dict[str, object], bytes]:
+        """Open a ``relay_queue`` row sealed to this (relay) mailbox: (envelope, raw message).
+
+        The envelope is the JSON written by :meth:`Delivery._queue_remote`: ``sender``, ``ret``,
+        ``envid`` and ``recipients`` (``address``, ``notify``, ``orcpt``). Raises
+        :class:`crypto.CryptoError` when the row was not sealed to this mailbox or was altered.
+        """
+        key = crypto.open_data_key(self._private, crypto.SealedKey(row.suite, row.sealed_key))
+        envelope = json.loads(crypto.decrypt(key, row.envelope, _ENVELOPE))
+        if not isinstance(envelope, dict):
+            raise crypto.CryptoError("relay envelope is not a JSON object")
+        return envelope, crypto.decrypt(key, row.body, _BODY)
+
+    def reseal_relay_envelope(self, row: RelayQueue, envelope: dict[str, object]) -> bytes:
+        """A new sealed ``envelope`` for ``row`` under its own data key (e.g. fewer recipients
+        left after a partial delivery); the caller stores it in ``row.envelope``."""
+        key = crypto.open_data_key(self._private, crypto.SealedKey(row.suite, row.sealed_key))
+        return crypto.encrypt(key, json.dumps(envelope).encode(), _ENVELOPE)
+
     async def append(self, name: str, raw: bytes, flags: Iterable[str] = (),
                      internal_date: datetime | None = None) -> tuple[int, int]:
         """Seal and file a message (IMAP APPEND, Sent copies); returns (uidvalidity, uid)."""
