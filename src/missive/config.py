@@ -70,6 +70,30 @@ class MtaSettings(BaseModel):
     )
     relay_retry_days: float = Field(5.0, description="Give up on an outbound message after this.")
     relay_delay_warning_hours: float = Field(4.0, description="Send one delay DSN after this.")
+    relay_port: int = Field(
+        25, description="TCP port of a peer's MX found through DNS (static routes name theirs)."
+    )
+    relay_workers: int = Field(2, ge=1, description="Concurrent outbound relay workers.")
+    relay_poll_seconds: float = Field(
+        2.0, gt=0, description="How often an idle relay worker looks for due messages."
+    )
+    relay_backoff_base_seconds: float = Field(
+        300.0, ge=0, description="Wait after the first failed attempt (then grows)."
+    )
+    relay_backoff_factor: float = Field(
+        2.0, ge=1, description="Each further wait is this many times the previous one."
+    )
+    relay_backoff_max_seconds: float = Field(
+        4 * 3600.0, ge=0, description="Longest wait between two attempts."
+    )
+    relay_lease_seconds: float = Field(
+        900.0, gt=0,
+        description="A claimed message returns to the queue after this if its worker died.",
+    )
+    relay_timeout_seconds: float = Field(
+        120.0, gt=0, description="Timeout of each SMTP step when relaying (connect, DATA…)."
+    )
+    relay_dns_timeout_seconds: float = Field(10.0, gt=0, description="MX lookup timeout.")
 
 
 class ImapSettings(BaseModel):
@@ -109,6 +133,20 @@ class WebmailSettings(BaseModel):
     session_idle_minutes: int = Field(15, description="Idle timeout of a webmail session.")
     session_max_hours: int = Field(8, description="Absolute lifetime of a webmail session.")
     secure_cookies: bool = Field(True, description="Mark cookies Secure.")
+    otp_minutes: int = Field(10, description="Lifetime of a one-time login code.")
+    otp_max_attempts: int = Field(5, description="Wrong one-time codes before a new login.")
+    activation_code_days: int = Field(
+        30, description="Lifetime of an activation or reset code printed by the operator."
+    )
+    password_min_length: int = Field(12, description="Shortest password a patient may choose.")
+    login_max_failures: int = Field(
+        5, description="Failed logins on one account before a temporary lockout."
+    )
+    lockout_seconds: int = Field(
+        60, description="First lockout; doubles with each further failure (see lockout_max)."
+    )
+    lockout_max_seconds: int = Field(3600, description="Longest lockout after failed logins.")
+    page_size: int = Field(25, description="Messages per page in the mailbox lists.")
 
 
 class NotifySettings(BaseModel):
