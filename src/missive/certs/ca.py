@@ -784,7 +784,11 @@ def active_client_files(settings: Settings) -> tuple[Path, Path] | None:
 
 
 def check_expiry(
-    settings: Settings, warn_days: int | None = None, *, now: datetime | None = None
+    settings: Settings,
+    warn_days: int | None = None,
+    *,
+    now: datetime | None = None,
+    log_warnings: bool = True,
 ) -> ExpiryReport:
     """Expiry of what the deployment depends on: the CA, the served server certificate, the
     presented operator/client certificate, the CRL, the extra CAs; and of professional
@@ -825,7 +829,7 @@ def check_expiry(
             if 0 < left <= warn:
                 items.append(ExpiryItem("professional", entry.serial, entry.subject,
                                         entry.cert_file, entry.not_after, left, "warning"))
-    for item in items:
+    for item in items if log_warnings else []:
         if item.state != "ok":
             log.warning("certs: %s %s %s (%.1f days left)", item.role, item.subject,
                         item.state, item.days_left)
