@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,22 +151,69 @@ class WebmailSettings(BaseModel):
 
 
 class NotifySettings(BaseModel):
-    """Content-free notifications (SPEC §6)."""
+    """Content-free notifications (SPEC §6): SMS webhook, e-mail relay, relay webhook."""
 
-    sms_webhook_url: str = Field("", description="SMS gateway webhook (JSON, HMAC-signed).")
-    sms_webhook_secret: SecretStr = Field(SecretStr(DEV_SECRET), description="HMAC key for SMS.")
-    relay_webhook_url: str = Field("", description="Generic relay webhook for events.")
-    relay_webhook_secret: SecretStr = Field(SecretStr(DEV_SECRET), description="HMAC key.")
-    smtp_relay: str = Field("", description="host:port of the SMTP relay for e-mail notices.")
-    smtp_username: str = Field("", description="Relay login.")
+    sms_webhook_url: str = Field(
+        "", description="SMS gateway webhook URL (JSON POST, HMAC-SHA256 signed); empty = no SMS."
+    )
+    sms_webhook_secret: SecretStr = Field(
+        SecretStr(DEV_SECRET), description="Shared HMAC-SHA256 key of the SMS webhook signature."
+    )
+    relay_webhook_url: str = Field(
+        "", description="Generic relay webhook URL for `message.delivered` events; empty = none."
+    )
+    relay_webhook_secret: SecretStr = Field(
+        SecretStr(DEV_SECRET), description="Shared HMAC-SHA256 key of the relay webhook signature."
+    )
+    smtp_relay: str = Field(
+        "", description="host:port of the SMTP relay for e-mail notices; empty = no e-mail."
+    )
+    smtp_username: str = Field("", description="Relay login (empty = no authentication).")
     smtp_password: SecretStr = Field(SecretStr(""), description="Relay password.")
-    smtp_tls: Literal["none", "starttls", "tls"] = Field("starttls", description="Relay TLS.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="Relay TLS: STARTTLS, implicit TLS, or none (tests only)."
+    )
+    smtp_ca_file: Path | None = Field(
+        None, description="CA bundle that verifies the relay's certificate (default: system)."
+    )
     sender: str = Field("", description="From: of e-mail notices (default: no-reply@domain).")
-    coalesce_seconds: int = Field(300, description="Window in which messages make one notice.")
-    quiet_hours: str = Field("21:00-08:00", description="No SMS in this local time range.")
+    service_name: str = Field(
+        "Missive", description="Name of the service in the wording of notices."
+    )
+    templates_dir: Path | None = Field(
+        None, description="Directory of Jinja2 templates overriding the packaged French ones."
+    )
+    coalesce_seconds: int = Field(
+        300, ge=0, description="Messages to one mailbox within this window make one notice."
+    )
+    quiet_hours: str = Field(
+        "21:00-08:00", description="No SMS in this local time range (HH:MM-HH:MM; empty = none)."
+    )
     timezone: str = Field("Europe/Paris", description="Time zone of the quiet hours.")
-    timeout_seconds: float = Field(10.0, description="Webhook / relay timeout.")
-    max_attempts: int = Field(8, description="Attempts before a notice is a dead letter.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Webhook / relay timeout in seconds.")
+    max_attempts: int = Field(8, ge=1, description="Attempts before a notice is a dead letter.")
+    retry_base_seconds: float = Field(
+        30.0, gt=0, description="First retry delay; doubles at each attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(3600.0, gt=0, description="Longest delay between retries.")
+    poll_seconds: float = Field(2.0, gt=0, description="How often the worker looks for work.")
+    batch_size: int = Field(50, ge=1, description="Notices claimed per worker round.")
+
+    @model_validator(mode="after")
+    def _check_notify(self) -> NotifySettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (e.g. Europe/Paris)") from None
+        if self.quiet_hours.strip() and not re.fullmatch(
+            r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]", self.quiet_hours.strip()
+        ):
+            raise ValueError(f"quiet_hours must look like 21:00-08:00, got {self.quiet_hours!r}")
+        if self.smtp_relay and not re.fullmatch(r"\[?[^\s]+?\]?:[0-9]{1,5}", self.smtp_relay):
+            raise ValueError(f"smtp_relay must be host:port, got {self.smtp_relay!r}")
+        return self
 
 
 class CertsSettings(BaseModel):
