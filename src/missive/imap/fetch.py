@@ -1,0 +1,352 @@
+"""FETCH data from a raw message: ENVELOPE, BODYSTRUCTURE, BODY[section]<partial> (RFC 3501 §6.4.5,
+§7.4.2; RFC 9051 §6.4.5, §7.5.2).
+
+Sections must be the *exact octets* of the stored message, so the MIME tree is cut from the raw
+bytes here (header/body split at the first empty line, multipart bodies at their boundary lines,
+RFC 2046 §5.1.1) and the standard library's ``email`` package (``compat32`` policy, which keeps
+header values as written) only parses each part's header fields (types, parameters, addresses).
+Re-serialising an ``email.message`` would change folding and line endings, and clients that
+verify sizes (mbsync, offlineimap) would then see ``RFC822.SIZE`` disagree with ``BODY[]``.
+
+Part numbering follows RFC 3501 §6.4.5: ``1`` is the body of a single-part message; the parts of
+an encapsulated ``message/rfc822`` are numbered under it; ``n.MIME`` is a part's MIME header and
+``n.HEADER``/``n.TEXT`` apply to an encapsulated message. Malformed MIME never raises: what
+cannot be split is a leaf. Nesting deeper than :data:`MAX_DEPTH` is a leaf too (bounded work).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import email.utils
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+from missive.imap.encode import NIL, nstring, paren, quoted_or_literal
+from missive.imap.parser import Section
+
+__all__ = ["MimePart", "bodystructure", "envelope", "parse_mime", "section_bytes"]
+
+MAX_DEPTH = 20
+MAX_PARTS = 1000
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_BLANK = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass
+class MimePart:
+    """One node of the MIME tree: the raw octets of its header (with the empty line ending it)
+    and of its body, its parsed header fields, and its children (multipart) or the message it
+    encapsulates (``message/rfc822``)."""
+
+    header: bytes
+    body: bytes
+    fields: Message
+    ctype: str
+    children: list[MimePart] = field(default_factory=list)
+    message: MimePart | None = None
+
+    @property
+    def raw(self) -> bytes:
+        return self.header + self.body
+
+    @property
+    def maintype(self) -> str:
+        return self.ctype.split("/", 1)[0]
+
+    @property
+    def subtype(self) -> str:
+        return self.ctype.split("/", 1)[1]
+
+
+def _split(raw: bytes) -> tuple[bytes, bytes]:
+    if raw.startswith((b"\r\n", b"\n")):
+        cut = 2 if raw.startswith(b"\r\n") else 1
+        return raw[:cut], raw[cut:]
+    m = _BLANK.search(raw)
+    if m is None:
+        return raw, b""
+    return raw[:m.end()], raw[m.end():]
+
+
+def _ctype(fields: Message, default: str) -> str:
+    value = fields.get("Content-Type")
+    if value is None:
+        return default
+    ctype = str(value).split(";", 1)[0].strip().lower()
+    if ctype.count("/") != 1 or not all(ctype.split("/")):
+        return "text/plain"
+    return ctype
+
+
+def parse_mime(raw: bytes, default: str = "text/plain", depth: int = 0,
+               budget: list[int] | None = None) -> MimePart:
+    """The MIME tree of ``raw`` (a message or a part)."""
+    budget = budget if budget is not None else [MAX_PARTS]
+    header, body = _split(raw)
+    try:
+        fields = _HEADER_PARSER.parsebytes(header)
+    except Exception:  # noqa: BLE001 - a header the parser rejects: no fields
+        fields = Message()
+    ctype = _ctype(fields, default)
+    part = MimePart(header, body, fields, ctype)
+    budget[0] -= 1
+    if depth >= MAX_DEPTH or budget[0] <= 0:
+        return part
+    if part.maintype == "multipart":
+        boundary = _param(fields, "boundary")
+        if boundary:
+            child_default = "message/rfc822" if part.subtype == "digest" else "text/plain"
+            for chunk in _multipart_chunks(body, boundary.encode("utf-8", "surrogateescape")):
+                part.children.append(parse_mime(chunk, child_default, depth + 1, budget))
+                if budget[0] <= 0:
+                    break
+    elif ctype in ("message/rfc822", "message/global"):
+        part.message = parse_mime(body, "text/plain", depth + 1, budget)
+    return part
+
+
+def _multipart_chunks(body: bytes, boundary: bytes) -> list[bytes]:
+    # RFC 2046 §5.1.1: the CRLF before "--boundary" belongs to the delimiter.
+    delim = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    chunks: list[bytes] = []
+    start: int | None = None
+    for m in delim.finditer(body):
+        if start is not None:
+            chunks.append(body[start:m.start()])
+        if m.group(1):
+            return chunks
+        start = m.end()
+    if start is not None:
+        chunks.append(body[start:])
+    return chunks
+
+
+def _param(fields: Message, name: str, header: str = "content-type") -> str | None:
+    try:
+        value = fields.get_param(name, header=header)
+    except Exception:  # noqa: BLE001
+        return None
+    if value is None or isinstance(value, str):
+        return value
+    return email.utils.collapse_rfc2231_value(value)
+
+
+# --- locating sections -----------------------------------------------------------------------
+
+
+def _children(part: MimePart, is_message: bool) -> list[MimePart]:
+    if part.children:
+        return part.children
+    if part.message is not None:
+        return _children(part.message, True)
+    if part.maintype == "multipart":
+        return []
+    return [part] if is_message else []
+
+
+def locate(root: MimePart, parts: tuple[int, ...]) -> MimePart | None:
+    cur, is_message = root, True
+    for number in parts:
+        children = _children(cur, is_message)
+        if number > len(children):
+            return None
+        cur, is_message = children[number - 1], False
+    return cur
+
+
+def _header_lines(header: bytes) -> list[bytes]:
+    """Header fields with their continuation lines, each ending in its line break."""
+    fields: list[bytes] = []
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _filter_header(header: bytes, names: tuple[str, ...], keep: bool) -> bytes:
+    wanted = {n.lower().encode("ascii", "replace") for n in names}
+    out = [f for f in _header_lines(header)
+           if (f.split(b":", 1)[0].strip().lower() in wanted) == keep]
+    return b"".join(out) + b"\r\n"
+
+
+def section_bytes(root: MimePart, raw: bytes, section: Section) -> bytes | None:
+    """The octets of ``BODY[section]`` (before any partial), or None when the part is absent."""
+    if not section.parts and section.text is None:
+        return raw
+    if section.parts:
+        part = locate(root, section.parts)
+        if part is None:
+            return None
+        if section.text is None:
+            return part.body
+        if section.text == "MIME":
+            return part.header
+        target = part.message
+        if target is None:
+            if part is root:
+                target = root
+            else:
+                return b""
+    else:
+        target = root
+    if section.text == "HEADER":
+        return target.header
+    if section.text == "TEXT":
+        return target.body
+    if section.text == "HEADER.FIELDS":
+        return _filter_header(target.header, section.fields, True)
+    if section.text == "HEADER.FIELDS.NOT":
+        return _filter_header(target.header, section.fields, False)
+    return None
+
+
+def partial(data: bytes, span: tuple[int, int] | None) -> bytes:
+    if span is None:
+        return data
+    offset, length = span
+    return data[offset:offset + length]
+
+
+# --- ENVELOPE ----------------------------------------------------------------------------------
+
+
+def _raw_header(fields: Message, name: str) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    text = str(value)
+    # Unfold (RFC 5322 §2.2.3); keep encoded words as they are (RFC 3501 §7.4.2).
+    return re.sub(r"\r?\n(?=[ \t])", "", text).strip()
+
+
+def _addresses(fields: Message, name: str) -> bytes:
+    values = fields.get_all(name)
+    if not values:
+        return NIL
+    text = ", ".join(re.sub(r"\r?\n(?=[ \t])", "", str(v)) for v in values)
+    try:
+        pairs = email.utils.getaddresses([text])
+    except Exception:  # noqa: BLE001 - unparsable address list
+        return NIL
+    out: list[bytes] = []
+    for display, addr in pairs:
+        if not addr and not display:
+            continue
+        local, _, host = addr.rpartition("@") if "@" in addr else (addr, "", "")
+        out.append(paren([nstring(display or None), NIL, nstring(local or None),
+                          nstring(host or None)]))
+    return paren(out) if out else NIL
+
+
+def envelope(part: MimePart) -> bytes:
+    """``ENVELOPE`` (RFC 3501 §7.4.2): date, subject, from, sender, reply-to, to, cc, bcc,
+    in-reply-to, message-id; sender and reply-to default to from."""
+    f = part.fields
+    sender = _addresses(f, "Sender")
+    from_ = _addresses(f, "From")
+    reply = _addresses(f, "Reply-To")
+    return paren([
+        nstring(_raw_header(f, "Date")),
+        nstring(_raw_header(f, "Subject")),
+        from_,
+        sender if sender != NIL else from_,
+        reply if reply != NIL else from_,
+        _addresses(f, "To"),
+        _addresses(f, "Cc"),
+        _addresses(f, "Bcc"),
+        nstring(_raw_header(f, "In-Reply-To")),
+        nstring(_raw_header(f, "Message-ID")),
+    ])
+
+
+# --- BODYSTRUCTURE -----------------------------------------------------------------------------
+
+
+def _upper_string(value: str) -> bytes:
+    return quoted_or_literal(value.upper())
+
+
+def _params(fields: Message, header: str, skip_first: bool = True) -> bytes:
+    try:
+        params = fields.get_params(header=header, unquote=True) or []
+    except Exception:  # noqa: BLE001
+        params = []
+    items: list[bytes] = []
+    for key, value in params[1 if skip_first else 0:]:
+        if not key:
+            continue
+        if isinstance(value, tuple):
+            text = email.utils.collapse_rfc2231_value(value)
+        else:
+            text = value
+        items.append(quoted_or_literal(key.upper()))
+        items.append(quoted_or_literal(text))
+    return paren(items) if items else NIL
+
+
+def _disposition(fields: Message) -> bytes:
+    value = fields.get("Content-Disposition")
+    if value is None:
+        return NIL
+    kind = str(value).split(";", 1)[0].strip()
+    if not kind:
+        return NIL
+    return paren([_upper_string(kind), _params(fields, "content-disposition")])
+
+
+def _language(fields: Message) -> bytes:
+    value = _raw_header(fields, "Content-Language")
+    if not value:
+        return NIL
+    langs = [v.strip() for v in value.split(",") if v.strip()]
+    return paren([quoted_or_literal(v) for v in langs]) if langs else NIL
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def bodystructure(part: MimePart, extended: bool = True) -> bytes:
+    """``BODYSTRUCTURE`` (``extended``) or ``BODY`` (RFC 3501 §7.4.2)."""
+    f = part.fields
+    if part.maintype == "multipart":
+        if not part.children:
+            # A multipart with no parts: show it as an empty text part (Dovecot does the same).
+            return _single(part, f, ("text", "plain"), extended)
+        items = [b"".join(bodystructure(c, extended) for c in part.children),
+                 _upper_string(part.subtype)]
+        if extended:
+            items += [_params(f, "content-type"), _disposition(f), _language(f),
+                      nstring(_raw_header(f, "Content-Location"))]
+        return paren(items)
+    return _single(part, f, (part.maintype, part.subtype), extended)
+
+
+def _single(part: MimePart, f: Message, ctype: tuple[str, str], extended: bool) -> bytes:
+    params = _params(f, "content-type") if f.get("Content-Type") else NIL
+    if ctype[0] == "text" and params == NIL:
+        params = b'("CHARSET" "US-ASCII")'
+    encoding = (_raw_header(f, "Content-Transfer-Encoding") or "7BIT").upper()
+    items = [
+        _upper_string(ctype[0]), _upper_string(ctype[1]), params,
+        nstring(_raw_header(f, "Content-ID")),
+        nstring(_raw_header(f, "Content-Description")),
+        quoted_or_literal(encoding),
+        b"%d" % len(part.body),
+    ]
+    if part.message is not None:
+        items += [envelope(part.message), bodystructure(part.message, extended),
+                  b"%d" % _line_count(part.body)]
+    elif ctype[0] == "text":
+        items.append(b"%d" % _line_count(part.body))
+    if extended:
+        items += [nstring(_raw_header(f, "Content-MD5")), _disposition(f), _language(f),
+                  nstring(_raw_header(f, "Content-Location"))]
+    return paren(items)
