@@ -39,6 +39,7 @@ __all__ = [
     "OID_NIR",
     "OID_TEST",
     "InsError",
+    "InsErrorReason",
     "InsType",
     "Matricule",
     "check_oid",
@@ -54,6 +55,7 @@ OID_TEST = "1.2.250.1.213.1.4.10"
 OID_DEMO = "1.2.250.1.213.1.4.11"
 
 InsType = Literal["NIR", "NIA", "TEST", "DEMO"]
+InsErrorReason = Literal["length", "characters", "structure", "key", "oid"]
 
 _OID_TYPES: dict[str, InsType] = {
     OID_NIR: "NIR",
@@ -74,12 +76,15 @@ class InsError(ValueError):
     """A matricule INS or an INS OID is invalid.
 
     ``str(err)`` is an English sentence for operators and logs; ``err.french`` a plain-French
-    sentence that can be shown to a patient. Neither repeats the whole matricule.
+    sentence that can be shown to a patient. Neither repeats the whole matricule. ``reason``
+    classifies the error for callers that must not echo details (SMTP public texts): ``length``,
+    ``characters``, ``structure`` (sex, month, department, order number), ``key`` or ``oid``.
     """
 
-    def __init__(self, message: str, french: str) -> None:
+    def __init__(self, message: str, french: str, reason: InsErrorReason = "structure") -> None:
         super().__init__(message)
         self.french = french
+        self.reason: InsErrorReason = reason
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ def validate_nir(nir13: str) -> str:
         raise InsError(
             f"NIR must have 13 characters, got {len(nir13)}",
             f"Le numéro doit comporter 13 caractères avant la clé ; il en a {len(nir13)}.",
+            reason="length",
         )
     nir = nir13.upper()
     dept = nir[5:7]
@@ -134,32 +140,38 @@ def validate_nir(nir13: str) -> str:
         raise InsError(
             "NIR must contain only digits (letters allowed only in the department 2A/2B)",
             "Le numéro ne doit contenir que des chiffres (sauf 2A ou 2B pour la Corse).",
+            reason="characters",
         )
     if dept not in ("2A", "2B") and not _is_ascii_digits(dept):
         raise InsError(
             f"department {_printable(dept)} is not valid (expected 01-99, 2A or 2B)",
             "Le département de naissance (6e et 7e caractères) n'est pas valide.",
+            reason="structure",
         )
     if nir[0] not in _SEX_DIGITS:
         raise InsError(
             f"sex digit should be 1, 2, 3, 4, 7 or 8, got {nir[0]}",
             "Le premier chiffre du numéro doit être 1, 2, 3, 4, 7 ou 8.",
+            reason="structure",
         )
     month = int(nir[3:5])
     if not (1 <= month <= 12 or 20 <= month <= 42 or month >= 50):
         raise InsError(
             f"month of birth {nir[3:5]} is not valid (expected 01-12, 20-42 or 50-99)",
             "Le mois de naissance (4e et 5e chiffres) n'est pas valide.",
+            reason="structure",
         )
     if dept == "00":
         raise InsError(
             "department 00 is not valid",
             "Le département de naissance (6e et 7e caractères) n'est pas valide.",
+            reason="structure",
         )
     if nir[10:13] == "000":
         raise InsError(
             "order number 000 is not valid (expected 001-999)",
             "Le numéro d'ordre (11e au 13e chiffre) n'est pas valide.",
+            reason="structure",
         )
     return nir
 
@@ -174,6 +186,7 @@ def compute_key(nir13: str) -> str:
         raise InsError(
             f"NIR must have 13 characters, got {len(nir13)}",
             f"Le numéro doit comporter 13 caractères avant la clé ; il en a {len(nir13)}.",
+            reason="length",
         )
     nir = nir13.upper()
     if not (_is_ascii_digits(nir[:5]) and _is_ascii_digits(nir[7:])) or not (
@@ -182,6 +195,7 @@ def compute_key(nir13: str) -> str:
         raise InsError(
             "NIR must contain only digits (letters allowed only in the department 2A/2B)",
             "Le numéro ne doit contenir que des chiffres (sauf 2A ou 2B pour la Corse).",
+            reason="characters",
         )
     return f"{97 - (_numeric(nir) % 97):02d}"
 
@@ -196,6 +210,7 @@ def parse_matricule(text: str) -> Matricule:
         raise InsError(
             f"matricule INS must have 15 characters, got {len(text)}",
             f"Le matricule INS doit comporter 15 caractères ; il en a {len(text)}.",
+            reason="length",
         )
     nir = validate_nir(text[:13])
     key = text[13:]
@@ -203,12 +218,14 @@ def parse_matricule(text: str) -> Matricule:
         raise InsError(
             "INS key must be 2 digits",
             "La clé (2 derniers caractères) doit être composée de 2 chiffres.",
+            reason="characters",
         )
     expected = compute_key(nir)
     if key != expected:
         raise InsError(
             f"INS key should be {expected}, got {key}",
             "La clé (2 derniers chiffres) ne correspond pas au numéro : vérifiez le numéro saisi.",
+            reason="key",
         )
     return Matricule(nir=nir, key=key)
 
@@ -222,6 +239,7 @@ def ins_type(oid: str) -> InsType:
             f"OID {_printable(oid)} is not an INS OID "
             f"(expected {OID_NIR}, {OID_NIA}, {OID_TEST} or {OID_DEMO})",
             "Le type d'identifiant (OID) n'est pas reconnu.",
+            reason="oid",
         ) from None
 
 
@@ -236,11 +254,13 @@ def check_oid(oid: str, *, test_mode: bool) -> None:
         raise InsError(
             f"OID {oid} ({kind}) is refused in test mode: use {OID_TEST} or {OID_DEMO}",
             "Cette installation de test n'accepte que des identités de test.",
+            reason="oid",
         )
     if not test_mode and oid not in _PRODUCTION_OIDS:
         raise InsError(
             f"OID {oid} ({kind}) is a test/demo OID, refused in production",
             "Une identité de test ne peut pas être utilisée ici.",
+            reason="oid",
         )
 
 

@@ -51,6 +51,7 @@ MAX_DEPTH = 20
 MAX_ZIP_MEMBERS = 1000
 _SNIFF_BYTES = 4096
 _MEMBER_SNIFF_BYTES = 512
+_MAX_OLE_SCAN = 8 * 1024 * 1024
 _MAX_FILENAME = 255
 TOO_MANY_PARTS_TYPE = "multipart/x-too-many-parts"
 
@@ -151,8 +152,10 @@ def _looks_text(head: bytes) -> bool:
 def sniff(head: bytes) -> str | None:
     """The real type of content from its first bytes, or None when unknown.
 
-    Names: ``pdf png jpeg gif tiff zip gzip rar 7z cab pe elf macho ole lnk script-shebang
-    rtf xml hl7 dicom text`` (``text`` is UTF-8 text with no control characters).
+    Names: ``pdf png jpeg gif tiff bmp webp zip gzip rar 7z cab pe elf macho ole lnk
+    script-shebang rtf xml hl7 dicom text``. (:func:`list_parts` refines ``ole`` into
+    ``ole-macro`` when the compound file holds a VBA project.) ``text`` is UTF-8 text with no
+    control characters.
     """
     for prefix, name in _PREFIXES:
         if head.startswith(prefix):
@@ -192,7 +195,13 @@ def zip_members(data: bytes) -> tuple[tuple[ZipMember, ...] | None, str | None]:
                 if not encrypted and not info.is_dir():
                     try:
                         with zf.open(info) as fh:
-                            magic = sniff(fh.read(_MEMBER_SNIFF_BYTES))
+                            head = fh.read(_MEMBER_SNIFF_BYTES)
+                            magic = sniff(head)
+                            if magic == "ole":
+                                # Bounded read: macro detection needs the directory entries.
+                                rest = fh.read(_MAX_OLE_SCAN)
+                                if _ole_has_macros(head + rest):
+                                    magic = "ole-macro"
                     except Exception:  # noqa: BLE001 - corrupt member, unsupported method
                         magic = None
                 members.append(
@@ -222,14 +231,48 @@ def _safe(fn: Callable[[], object], default: str | None) -> str | None:
 def _decoded(part: Message) -> bytes:
     try:
         payload = part.get_payload(decode=True)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - undecodable transfer encoding: use what is there
         payload = None
     if isinstance(payload, bytes):
         return payload
     raw = part.get_payload()
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogateescape")
+    if isinstance(raw, list):
+        # message/delivery-status and similar: a list of header blocks (RFC 3464 §2.1).
+        chunks = []
+        for block in raw:
+            try:
+                chunks.append(block.as_bytes() if isinstance(block, Message) else b"")
+            except Exception:  # noqa: BLE001
+                chunks.append(b"")
+        return b"\n".join(chunks)
     return b""
+
+
+_ENCAPSULATING = frozenset({"message/rfc822", "message/global"})  # RFC 2046 §5.2.1, RFC 6532
+
+
+def _structure(part: Message, depth: int) -> tuple[str, str, list[Message]]:
+    """``(content_type, shape, children)`` with shape ``leaf``, ``multipart`` or ``message``."""
+    content_type = (_safe(part.get_content_type, "text/plain") or "text/plain").lower()
+    if depth >= MAX_DEPTH or not part.is_multipart():
+        return content_type, "leaf", []
+    payload = part.get_payload()
+    children = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+    if content_type.startswith("multipart/"):
+        return content_type, "multipart", children
+    if content_type in _ENCAPSULATING and children:
+        return content_type, "message", children[:1]
+    return content_type, "leaf", []
+
+
+def _inner_index(index: str, inner: Message) -> str:
+    # RFC 3501 §6.4.5: an encapsulated multipart message's parts are numbered directly under
+    # its section ("2.1", "2.2"); a non-multipart encapsulated message has its body at "2.1".
+    if inner.is_multipart():
+        return index
+    return f"{index}.1" if index else "1"
 
 
 def _filename(part: Message) -> str | None:
@@ -240,6 +283,18 @@ def _filename(part: Message) -> str | None:
     return name[:_MAX_FILENAME] or None
 
 
+# Stream names of VBA projects in OLE compound files (MS-OVBA §2.2: "_VBA_PROJECT", "VBA"
+# storage; Word keeps them under "Macros", Excel under "_VBA_PROJECT_CUR"), in UTF-16LE as the
+# compound-file directory stores them. A byte search is crude but cheap and errs on refusing.
+_OLE_MACRO_MARKERS = tuple(
+    name.encode("utf-16-le") for name in ("_VBA_PROJECT", "Macros", "VBA\x00")
+)
+
+
+def _ole_has_macros(body: bytes) -> bool:
+    return any(marker in body for marker in _OLE_MACRO_MARKERS)
+
+
 def _leaf(part: Message, index: str, content_type: str) -> PartInfo:
     body = _decoded(part)
     magic = sniff(body[:_SNIFF_BYTES])
@@ -247,6 +302,8 @@ def _leaf(part: Message, index: str, content_type: str) -> PartInfo:
     zip_error: str | None = None
     if magic == "zip":
         members, zip_error = zip_members(body)
+    elif magic == "ole" and _ole_has_macros(body):
+        magic = "ole-macro"
     disposition = _safe(part.get_content_disposition, None)
     return PartInfo(
         index=index,
@@ -261,26 +318,14 @@ def _leaf(part: Message, index: str, content_type: str) -> PartInfo:
 
 
 def _walk(part: Message, index: str, depth: int) -> Iterator[PartInfo]:
-    content_type = (_safe(part.get_content_type, "text/plain") or "text/plain").lower()
-    children: list[Message] | None = None
-    if part.is_multipart():
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            children = [p for p in payload if isinstance(p, Message)]
-    if children is None or depth >= MAX_DEPTH:
+    content_type, shape, children = _structure(part, depth)
+    if shape == "leaf":
         yield _leaf(part, index or "1", content_type)
-        return
-    if content_type == "message/rfc822" or not content_type.startswith("multipart/"):
-        # RFC 3501 §6.4.5: an encapsulated message's parts are numbered under its section; a
-        # non-multipart encapsulated message has its body at "<section>.1".
-        for inner in children:
-            if inner.is_multipart():
-                yield from _walk(inner, index, depth + 1)
-            else:
-                yield from _walk(inner, f"{index}.1" if index else "1", depth + 1)
-        return
-    for n, child in enumerate(children, start=1):
-        yield from _walk(child, f"{index}.{n}" if index else str(n), depth + 1)
+    elif shape == "message":
+        yield from _walk(children[0], _inner_index(index, children[0]), depth + 1)
+    else:
+        for n, child in enumerate(children, start=1):
+            yield from _walk(child, f"{index}.{n}" if index else str(n), depth + 1)
 
 
 def list_parts(raw: bytes) -> list[PartInfo]:
@@ -315,21 +360,11 @@ def get_part_payload(raw: bytes, index: str) -> bytes | None:
 
 
 def _find(part: Message, index: str, wanted: str, depth: int) -> Message | None:
-    children: list[Message] | None = None
-    if part.is_multipart():
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            children = [p for p in payload if isinstance(p, Message)]
-    if children is None or depth >= MAX_DEPTH:
+    _, shape, children = _structure(part, depth)
+    if shape == "leaf":
         return part if (index or "1") == wanted else None
-    content_type = (_safe(part.get_content_type, "text/plain") or "text/plain").lower()
-    if content_type == "message/rfc822" or not content_type.startswith("multipart/"):
-        for inner in children:
-            sub = index if inner.is_multipart() else (f"{index}.1" if index else "1")
-            found = _find(inner, sub, wanted, depth + 1)
-            if found is not None:
-                return found
-        return None
+    if shape == "message":
+        return _find(children[0], _inner_index(index, children[0]), wanted, depth + 1)
     for n, child in enumerate(children, start=1):
         sub = f"{index}.{n}" if index else str(n)
         if wanted == sub or wanted.startswith(sub + "."):
