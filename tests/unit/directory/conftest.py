@@ -49,3 +49,35 @@ def patient_fields(ins: str, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def patient_data() -> Callable[..., dict[str, Any]]:
     return patient_fields
+
+
+def self_signed_pem(common_name: str, *, ca: bool = True) -> bytes:
+    """A throw-away self-signed certificate (EC P-256), a CA unless ``ca=False``."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.PEM)
+
+
+@pytest.fixture
+def make_ca() -> Callable[..., bytes]:
+    return self_signed_pem
