@@ -242,7 +242,8 @@ def _addresses(fields: Message, name: str) -> bytes:
         local, _, host = addr.rpartition("@") if "@" in addr else (addr, "", "")
         out.append(paren([nstring(display or None), NIL, nstring(local or None),
                           nstring(host or None)]))
-    return paren(out) if out else NIL
+    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without spaces.
+    return b"(" + b"".join(out) + b")" if out else NIL
 
 
 def envelope(part: MimePart) -> bytes:
