@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 
 from missive.certs import ca, tls
+from missive.certs.errors import CertificateRevoked
 from missive.certs.files import CertsLayout
 from missive.config import Settings
 
@@ -293,3 +294,43 @@ async def test_client_context_presents_operator_certificate(
     ctx = tls.client_context(pki)
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert await _python_read(mtls_listener.port, ctx, "localhost") == GREETING
+
+
+async def test_revocation_checked_after_handshake_when_a_ca_has_no_crl(
+    pki: Settings, tmp_path: Path
+) -> None:
+    # A trust-space CA without a CRL: OpenSSL's leaf CRL check would refuse all its clients,
+    # so the check moves after the handshake (check_peer), and still uses our CRL.
+    peer = Settings(**{**pki.model_dump(), "data_dir": tmp_path / "peer"})
+    ca.init_ca(peer, cn="Peer operator CA")
+    CertsLayout.of(peer).crl.unlink()
+    server_tls = tls.server_tls(pki, client_auth="required", reload_seconds=0,
+                                extra_ca_pem=[CertsLayout.of(peer).ca_cert.read_bytes()])
+    assert not server_tls.crl_in_handshake
+    pro = ca.issue_professional(pki, "10001234565", "Marie Curie")
+    cert = _write_pem(pki, pro.serial, tmp_path)
+    ca.revoke(pki, pro.serial)
+    outcome: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        try:
+            server_tls.check_peer(ssl_object)
+            outcome.append("accepted")
+            writer.write(GREETING)
+        except CertificateRevoked:
+            outcome.append("revoked")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await _refused(port, _client_ctx(pki, cert))
+        operator = ca.issue_operator(peer, "peer.example.fr")
+        peer_cert = _write_pem(peer, operator.serial, tmp_path)
+        assert await _python_read(port, _client_ctx(pki, peer_cert), "localhost") == GREETING
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcome == ["revoked", "accepted"]

@@ -17,6 +17,7 @@ Pure functions over bytes: no settings, no I/O except what the caller passes in.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ _PARSE_NAMES: dict[str, x509.ObjectIdentifier] = {
 }
 
 
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_PLUS = re.compile(r"(?<!\\)\+")
+
+
 def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
     """A certificate from DER (``getpeercert(binary_form=True)``) or PEM bytes."""
     if isinstance(data, x509.Certificate):
@@ -98,7 +103,18 @@ def parse_dn(text: str) -> x509.Name:
         if value.startswith("/"):
             parts = [p for p in value.split("/") if p]
             value = ",".join(reversed(parts))
-        return x509.Name.from_rfc4514_string(value, _PARSE_NAMES)
+        # Tolerate spaces around separators and lower-case attribute names (RFC 4514 §3 is
+        # strict; configuration files are not): "cn=a, o=b" → "CN=a,O=b".
+        rdns = []
+        for rdn in _UNESCAPED_COMMA.split(value):
+            avas = []
+            for ava in _UNESCAPED_PLUS.split(rdn):
+                name, sep, val = ava.partition("=")
+                if not sep:
+                    raise ValueError(f"{ava.strip()!r} has no '='")
+                avas.append(f"{name.strip().upper()}={val.strip()}")
+            rdns.append("+".join(avas))
+        return x509.Name.from_rfc4514_string(",".join(rdns), _PARSE_NAMES)
     except ValueError as exc:
         raise ValueError(f"not a distinguished name {text!r}: {exc}") from None
 
@@ -226,8 +242,11 @@ def verify_chain(
     CA (policy P7).
     """
     leaf = load_certificate(peer)
-    anchors = (list(x509.load_pem_x509_certificates(ca_pem)) if isinstance(ca_pem, bytes)
-               else list(ca_pem))
+    try:
+        anchors = (list(x509.load_pem_x509_certificates(ca_pem)) if isinstance(ca_pem, bytes)
+                   else list(ca_pem))
+    except ValueError:
+        anchors = []
     if not anchors:
         raise ChainError("no CA certificate to verify against")
     pool = [load_certificate(c) for c in intermediates]
@@ -262,7 +281,8 @@ def _check_validity(cert: x509.Certificate, moment: datetime) -> None:
         raise ChainError(f"certificate {format_dn(cert.subject)!r} has expired")
 
 
-def _crl_from(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+def crl_issued_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """True when ``crl`` names ``issuer`` and carries a valid signature by its key."""
     if crl.issuer != issuer.subject:
         return False
     key = issuer.public_key()
@@ -274,7 +294,7 @@ def _crl_from(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> 
 def _check_revocation(cert: x509.Certificate, issuer: x509.Certificate,
                       crls: list[x509.CertificateRevocationList], moment: datetime) -> None:
     for crl in crls:
-        if not _crl_from(crl, issuer):
+        if not crl_issued_by(crl, issuer):
             continue
         if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             raise CertificateRevoked(
@@ -303,6 +323,7 @@ def is_revoked(
 
 __all__ = [
     "PeerIdentity",
+    "crl_issued_by",
     "describe",
     "dn_matches",
     "emails_of",

@@ -88,11 +88,13 @@ class Trust:
             if not any(o is not c and o.subject != c.subject and o.issuer == c.subject
                        for o in self.cas)
         ]
-        return all(any(crl.issuer == c.subject for crl in self.crls) for c in issuing)
+        return all(self._has_crl(c) for c in issuing)
+
+    def _has_crl(self, ca_cert: x509.Certificate) -> bool:
+        return any(identity.crl_issued_by(crl, ca_cert) for crl in self.crls)
 
     def missing_crl(self) -> list[str]:
-        return [identity.format_dn(c.subject) for c in self.cas
-                if not any(crl.issuer == c.subject for crl in self.crls)]
+        return [identity.format_dn(c.subject) for c in self.cas if not self._has_crl(c)]
 
     def load_into(self, ctx: ssl.SSLContext) -> bool:
         """Load CAs and CRLs into ``ctx``; returns whether leaf CRL checking was enabled."""
