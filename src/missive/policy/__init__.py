@@ -28,6 +28,7 @@ Implementation notes:
 from missive.policy.codes import (
     AUTH_REQUIRED,
     BAD_MAILBOX,
+    BAD_RECIPIENT_SYNTAX,
     CREDENTIALS_REFUSED,
     LOCAL_ERROR,
     MAILBOX_DISABLED,
@@ -44,6 +45,7 @@ from missive.policy.content import (
     check_size,
 )
 from missive.policy.recipients import (
+    AddressClass,
     PatientReplyFacts,
     Port,
     RecipientDecision,
@@ -52,6 +54,7 @@ from missive.policy.recipients import (
     SenderKind,
     check_patient_reply,
     check_recipient,
+    classify_address,
     closes_conversation,
 )
 from missive.policy.senders import (
@@ -67,6 +70,7 @@ from missive.policy.senders import (
 __all__ = [
     "AUTH_REQUIRED",
     "BAD_MAILBOX",
+    "BAD_RECIPIENT_SYNTAX",
     "CREDENTIALS_REFUSED",
     "DEFAULT_ATTACHMENT_TYPES",
     "FORBIDDEN_EXTENSIONS",
@@ -76,6 +80,7 @@ __all__ = [
     "NOT_AUTHORISED",
     "SENDER_NOT_ALLOWED",
     "TOO_BIG",
+    "AddressClass",
     "Mailbox",
     "PatientReplyFacts",
     "Port",
@@ -93,6 +98,7 @@ __all__ = [
     "check_sender_identity",
     "check_size",
     "check_submission_ready",
+    "classify_address",
     "closes_conversation",
     "parse_address_header",
 ]

@@ -7,6 +7,7 @@ from missive.errors import PolicyRefusal
 SENDER_NOT_ALLOWED = (553, "5.7.1")
 NOT_AUTHORISED = (550, "5.7.1")
 BAD_MAILBOX = (550, "5.1.1")
+BAD_RECIPIENT_SYNTAX = (501, "5.1.3")
 MAILBOX_DISABLED = (550, "5.2.1")
 TOO_BIG = (552, "5.3.4")
 AUTH_REQUIRED = (530, "5.7.0")

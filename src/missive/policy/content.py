@@ -214,8 +214,10 @@ def _part_problem(part: PartInfo, allowlist: frozenset[str]) -> tuple[str, str] 
     ext = part.extension
     if declared == TOO_MANY_PARTS_TYPE:
         return "too many MIME parts", "part count limit"
-    if declared.startswith("multipart/") or declared in ("message/rfc822", "message/global"):
+    if declared.startswith("multipart/"):
         return "message structure is nested too deeply", "nesting depth limit"
+    if declared in ("message/rfc822", "message/global"):
+        return "attached message cannot be read", "empty or too deeply nested message/rfc822"
     if part.magic in FORBIDDEN_MAGIC:
         return "executable or macro content is not allowed", f"real type {part.magic}"
     if ext in FORBIDDEN_EXTENSIONS:

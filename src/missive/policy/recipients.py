@@ -4,12 +4,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from missive.identity.ins import InsError
+from missive.identity.address import (
+    AddressError,
+    normalize_address,
+    normalize_domain,
+    split_address,
+)
+from missive.identity.ins import InsError, Matricule, parse_matricule
 from missive.policy.codes import (
     BAD_MAILBOX,
+    BAD_RECIPIENT_SYNTAX,
     LOCAL_ERROR,
     MAILBOX_DISABLED,
     NOT_AUTHORISED,
@@ -37,6 +45,66 @@ class Port(StrEnum):
     SUBMISSION = "submission"  # 587/465-style, authenticated professionals
     MX = "mx"  # inbound from trust-space operators (P7)
     LOCAL = "local"  # webmail, `missive deliver`, system messages
+
+
+@dataclass(frozen=True)
+class AddressClass:
+    """Where an address points (see :func:`classify_address`)."""
+
+    kind: RecipientKind
+    address: str  # normal form (lookup key)
+    domain: str  # normalised domain
+    matricule: Matricule | None = None  # LOCAL_PATIENT with a valid matricule
+    ins_error: InsError | None = None  # LOCAL_PATIENT with a malformed matricule
+
+
+def _domains(domains: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for d in domains:
+        try:
+            out.add(normalize_domain(d))
+        except AddressError:
+            continue
+    return frozenset(out)
+
+
+def classify_address(
+    addr: str,
+    *,
+    local_domains: Iterable[str],
+    patient_domain: str,
+    trust_domains: Iterable[str] = (),
+) -> AddressClass:
+    """Classify a RCPT TO address for :class:`RecipientFacts` (a helper for the fronts).
+
+    The patient domain wins over everything (an address there is ``LOCAL_PATIENT`` even when
+    its local part is not a valid matricule: P5 then refuses it with ``550 5.1.1``); then our
+    operator domains (``LOCAL_PROFESSIONAL``), then trust-space domains (``TRUST_SPACE``, exact
+    domain match: a subdomain of a trusted domain is not trusted), else ``OUTSIDE``. Domains are
+    compared in IDNA-normalised lowercase form.
+
+    Bad syntax raises :class:`PolicyRefusal` ``501 5.1.3`` (RFC 3463: bad destination mailbox
+    address syntax) with the reason, which contains no patient data.
+    """
+    try:
+        local, domain = split_address(addr)
+        normal = normalize_address(addr)
+        domain_n = normalize_domain(domain)
+    except AddressError as exc:
+        raise _refuse(
+            BAD_RECIPIENT_SYNTAX, f"Bad recipient address syntax: {exc}", "P4", "syntax"
+        ) from None
+    if domain_n == normalize_domain(patient_domain):
+        try:
+            matricule = parse_matricule(local)
+        except InsError as exc:
+            return AddressClass(RecipientKind.LOCAL_PATIENT, normal, domain_n, ins_error=exc)
+        return AddressClass(RecipientKind.LOCAL_PATIENT, normal, domain_n, matricule=matricule)
+    if domain_n in _domains(local_domains):
+        return AddressClass(RecipientKind.LOCAL_PROFESSIONAL, normal, domain_n)
+    if domain_n in _domains(trust_domains):
+        return AddressClass(RecipientKind.TRUST_SPACE, normal, domain_n)
+    return AddressClass(RecipientKind.OUTSIDE, normal, domain_n)
 
 
 @dataclass(frozen=True)

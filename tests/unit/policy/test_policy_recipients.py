@@ -15,6 +15,7 @@ from missive.policy import (
     SenderKind,
     check_patient_reply,
     check_recipient,
+    classify_address,
     closes_conversation,
 )
 
@@ -162,3 +163,47 @@ def test_p6_refused(facts: PatientReplyFacts, text: str) -> None:
 )
 def test_closes_conversation(subject: str | None, mes: str | None, closes: bool) -> None:
     assert closes_conversation(subject, mes) is closes
+
+
+# --- classify_address ----------------------------------------------------------------------------
+
+DOMAINS = {
+    "local_domains": ["example.org", "Hôpital.example"],
+    "patient_domain": "patient.example.org",
+    "trust_domains": ["other-operator.example"],
+}
+
+
+@pytest.mark.parametrize(
+    ("addr", "kind"),
+    [
+        ("marie.curie@Example.ORG", K.LOCAL_PROFESSIONAL),
+        ("urgences@xn--hpital-ixa.example", K.LOCAL_PROFESSIONAL),
+        ("urgences@HÔPITAL.example", K.LOCAL_PROFESSIONAL),
+        ("dr@other-operator.example", K.TRUST_SPACE),
+        ("dr@sub.other-operator.example", K.OUTSIDE),
+        ("someone@gmail.example", K.OUTSIDE),
+        ("279035121518989@patient.example.org", K.LOCAL_PATIENT),
+    ],
+)
+def test_classify(addr: str, kind: RecipientKind) -> None:
+    assert classify_address(addr, **DOMAINS).kind is kind  # type: ignore[arg-type]
+
+
+def test_classify_patient() -> None:
+    good = classify_address("253072a07300443@Patient.example.org", **DOMAINS)  # type: ignore[arg-type]
+    assert good.matricule == parse_matricule("253072A07300443")
+    assert good.address == "253072a07300443@patient.example.org"
+    bad = classify_address("279035121518988@patient.example.org", **DOMAINS)  # type: ignore[arg-type]
+    assert bad.kind is K.LOCAL_PATIENT and bad.matricule is None
+    assert bad.ins_error is not None and bad.ins_error.reason == "key"
+    with pytest.raises(PolicyRefusal) as info:
+        check_recipient(RecipientFacts(bad.kind, ins_error=bad.ins_error))
+    assert (info.value.code, info.value.enhanced) == (550, "5.1.1")
+
+
+@pytest.mark.parametrize("addr", ["no-at", "a..b@example.org", "@example.org", "x@[127.0.0.1]"])
+def test_classify_bad_syntax(addr: str) -> None:
+    with pytest.raises(PolicyRefusal) as info:
+        classify_address(addr, **DOMAINS)  # type: ignore[arg-type]
+    assert (info.value.code, info.value.enhanced) == (501, "5.1.3")
