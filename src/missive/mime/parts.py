@@ -126,14 +126,15 @@ _PREFIXES: tuple[tuple[bytes, str], ...] = (
 
 
 def _is_pe(head: bytes) -> bool:
-    """``MZ`` is a DOS/PE executable; a text file may start with "MZ" too, so ask for more."""
-    if not head.startswith(b"MZ") or len(head) < 64:
-        return head.startswith(b"MZ") and any(b < 9 or b > 126 for b in head[2:])
-    lfanew = int.from_bytes(head[60:64], "little")
-    if lfanew + 4 <= len(head) and head[lfanew : lfanew + 4] == b"PE\x00\x00":
-        return True
-    # A DOS header with binary fields is executable even without a PE header.
-    return any(b < 9 or (13 < b < 32) or b > 126 for b in head[2:64])
+    """``MZ`` is a DOS/PE executable; a text file may start with "MZ" too, so ask for more:
+    a PE signature at ``e_lfanew``, or binary (control) bytes in the DOS header."""
+    if not head.startswith(b"MZ"):
+        return False
+    if len(head) >= 64:
+        lfanew = int.from_bytes(head[60:64], "little")
+        if lfanew + 4 <= len(head) and head[lfanew : lfanew + 4] == b"PE\x00\x00":
+            return True
+    return any(b < 9 or 13 < b < 32 for b in head[2:64])
 
 
 def _looks_text(head: bytes) -> bool:

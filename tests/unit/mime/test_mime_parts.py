@@ -170,6 +170,8 @@ def test_get_part_payload_missing() -> None:
         (b"MSH|^~\\&|LAB|", "hl7"),
         (b"<?xml version='1.0'?><ClinicalDocument/>", "xml"),
         (b"MZ is a nice text start\n", "text"),  # not an executable
+        ("MZé, compte rendu".encode(), "text"),
+        (b"MZ\x90\x00\x03\x00", "pe"),  # a truncated DOS header
         (b"plain text\n", "text"),
         (b"\x00\x01\x02\x03", None),
         (b"", None),
