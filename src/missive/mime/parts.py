@@ -9,7 +9,8 @@ package with ``email.policy.default``) and returns one :class:`PartInfo` per *le
   ``"2.2"`` …), as IMAP does, so an attachment hidden in a forwarded message is listed too.
   Multipart containers and ``message/rfc822`` wrappers themselves are not listed.
 - ``filename`` comes from ``Content-Disposition: filename`` or ``Content-Type: name``, decoded
-  per RFC 2231 (``filename*=UTF-8''…`` and continuations) and RFC 2047.
+  per RFC 2231 (``filename*=UTF-8''…`` and continuations) and RFC 2047; when the two differ,
+  the other one is kept in ``other_names`` (clients disagree on which one they use).
 - ``size`` is the size of the decoded body (base64/quoted-printable removed).
 - ``magic`` is the real type sniffed from the first decoded bytes (:func:`sniff`), whatever the
   declared Content-Type says.
@@ -40,6 +41,7 @@ __all__ = [
     "TOO_MANY_PARTS_TYPE",
     "PartInfo",
     "ZipMember",
+    "file_extension",
     "get_part_payload",
     "list_parts",
     "sniff",
@@ -82,14 +84,27 @@ class PartInfo:
     magic: str | None
     zip_members: tuple[ZipMember, ...] | None = None
     zip_error: str | None = None
+    other_names: tuple[str, ...] = ()
 
     @property
     def extension(self) -> str:
         """The lowercased last extension of the file name (``"pdf"``), or ``""``."""
-        if not self.filename:
-            return ""
-        base = self.filename.replace("\\", "/").rsplit("/", 1)[-1].rstrip(". ")
-        return base.rsplit(".", 1)[-1].lower() if "." in base else ""
+        return file_extension(self.filename or "")
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """Extensions of every name the part carries (``filename`` and ``other_names``):
+        clients disagree on which of ``Content-Disposition: filename`` and ``Content-Type:
+        name`` they show and use, so a policy must look at both."""
+        names = (self.filename or "", *self.other_names)
+        return frozenset(e for e in (file_extension(n) for n in names) if e)
+
+
+def file_extension(name: str) -> str:
+    """The lowercased last extension of a file name, ignoring directories and the trailing
+    dots/spaces Windows strips (``"a.exe. "`` is ``exe``)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].rstrip(". ")
+    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
 
 
 # --- sniffing ---------------------------------------------------------------------------------
@@ -284,6 +299,27 @@ def _filename(part: Message) -> str | None:
     return name[:_MAX_FILENAME] or None
 
 
+def _param(part: Message, header: str, key: str) -> str | None:
+    try:
+        value = part[header]
+        params = getattr(value, "params", None)
+        found = params.get(key) if params is not None else None
+    except Exception:  # noqa: BLE001 - malformed header: no name from it
+        return None
+    if not found:
+        return None
+    text = str(found).strip()[:_MAX_FILENAME]
+    return text or None
+
+
+def _other_names(part: Message, filename: str | None) -> tuple[str, ...]:
+    names = (
+        _param(part, "content-disposition", "filename"),
+        _param(part, "content-type", "name"),
+    )
+    return tuple(dict.fromkeys(n for n in names if n and n != filename))
+
+
 # Stream names of VBA projects in OLE compound files (MS-OVBA §2.2: "_VBA_PROJECT", "VBA"
 # storage; Word keeps them under "Macros", Excel under "_VBA_PROJECT_CUR"), in UTF-16LE as the
 # compound-file directory stores them. A byte search is crude but cheap and errs on refusing.
@@ -306,10 +342,12 @@ def _leaf(part: Message, index: str, content_type: str) -> PartInfo:
     elif magic == "ole" and _ole_has_macros(body):
         magic = "ole-macro"
     disposition = _safe(part.get_content_disposition, None)
+    filename = _filename(part)
     return PartInfo(
         index=index,
         content_type=content_type,
-        filename=_filename(part),
+        filename=filename,
+        other_names=_other_names(part, filename),
         size=len(body),
         disposition=disposition.lower() if disposition else None,
         magic=magic,

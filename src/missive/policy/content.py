@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from missive.mime.parts import TOO_MANY_PARTS_TYPE, PartInfo, ZipMember
+from missive.mime.parts import TOO_MANY_PARTS_TYPE, PartInfo, ZipMember, file_extension
 from missive.mime.xdm import is_xdm_member_list
 from missive.policy.codes import NOT_AUTHORISED, TOO_BIG
 from missive.policy.codes import refuse as _refuse
@@ -169,11 +169,6 @@ def _shown_name(part: PartInfo) -> str:
     return f"part {part.index}"
 
 
-def _extension(name: str) -> str:
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].rstrip(". ")
-    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
-
-
 def _type_allowed(content_type: str, allowlist: frozenset[str]) -> bool:
     if content_type in allowlist:
         return True
@@ -194,7 +189,7 @@ def _container_compatible(declared: str, magic: str) -> bool:
 
 
 def _member_problem(member: ZipMember) -> str | None:
-    ext = _extension(member.name)
+    ext = file_extension(member.name)
     if member.encrypted:
         return "encrypted archive member cannot be inspected"
     if member.name.rsplit("/", 1)[-1].lower() == "vbaproject.bin":
@@ -211,7 +206,6 @@ def _member_problem(member: ZipMember) -> str | None:
 def _part_problem(part: PartInfo, allowlist: frozenset[str]) -> tuple[str, str] | None:
     """``(public reason, cause)`` when the part must be refused, else None."""
     declared = part.content_type.lower()
-    ext = part.extension
     if declared == TOO_MANY_PARTS_TYPE:
         return "too many MIME parts", "part count limit"
     if declared.startswith("multipart/"):
@@ -220,8 +214,9 @@ def _part_problem(part: PartInfo, allowlist: frozenset[str]) -> tuple[str, str] 
         return "attached message cannot be read", "empty or too deeply nested message/rfc822"
     if part.magic in FORBIDDEN_MAGIC:
         return "executable or macro content is not allowed", f"real type {part.magic}"
-    if ext in FORBIDDEN_EXTENSIONS:
-        return "executable, script or macro files are not allowed", f"extension .{ext}"
+    forbidden_ext = sorted(part.extensions & FORBIDDEN_EXTENSIONS)
+    if forbidden_ext:
+        return "executable, script or macro files are not allowed", f"extension .{forbidden_ext[0]}"
     if _forbidden_type(declared):
         return "executable, script or macro files are not allowed", f"declared type {declared}"
     real = _MAGIC_TYPES.get(part.magic or "")

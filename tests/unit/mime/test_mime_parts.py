@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from missive.mime.parts import (
     TOO_MANY_PARTS_TYPE,
     PartInfo,
+    file_extension,
     get_part_payload,
     list_parts,
     sniff,
@@ -258,3 +259,31 @@ def test_fuzz_structured(lines: list[bytes]) -> None:
     raw = b"\r\n".join(lines)
     for p in list_parts(raw):
         assert p.index
+
+
+@pytest.mark.parametrize(
+    ("name", "ext"),
+    [
+        ("a.PDF", "pdf"),
+        ("a.exe. ", "exe"),
+        ("dir\\x.js", "js"),
+        ("noext", ""),
+        (".bashrc", "bashrc"),
+    ],
+)
+def test_file_extension(name: str, ext: str) -> None:
+    assert file_extension(name) == ext
+
+
+def test_ole_macro_refined() -> None:
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600
+    msg = _message()
+    msg.add_attachment(ole, maintype="application", subtype="msword", filename="a.doc")
+    msg.add_attachment(
+        ole + "Macros".encode("utf-16-le"),
+        maintype="application",
+        subtype="msword",
+        filename="b.doc",
+    )
+    parts = list_parts(msg.as_bytes())
+    assert [p.magic for p in parts[1:]] == ["ole", "ole-macro"]

@@ -234,3 +234,23 @@ def test_p9_member_with_encrypted_flag_only() -> None:
     )
     with pytest.raises(PolicyRefusal, match="encrypted"):
         check_attachments([part])
+
+
+def test_p9_disagreeing_names_both_checked() -> None:
+    # Content-Disposition says .pdf, Content-Type name says .exe: some clients use the latter.
+    raw = (
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b'--b\r\nContent-Type: application/pdf; name="facture.exe"\r\n'
+        b'Content-Disposition: attachment; filename="facture.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        b"JVBERi0xLjcK\r\n"
+        b"--b--\r\n"
+    )
+    parts = list_parts(raw)
+    assert parts[1].filename == "facture.pdf"
+    assert parts[1].other_names == ("facture.exe",)
+    with pytest.raises(PolicyRefusal) as info:
+        check_attachments(parts)
+    assert "extension .exe" in info.value.cause
