@@ -10,9 +10,11 @@ read (an alert), not at connect.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,26 @@ async def test_revocation_checked_after_handshake_when_a_ca_has_no_crl(
         server.close()
         await server.wait_closed()
     assert outcome == ["revoked", "accepted"]
+
+
+async def test_certificate_expiring_while_running_is_not_served(
+    pki: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = {"now": datetime.now(UTC)}
+    server_tls = tls.server_tls(pki, reload_seconds=3600, wall_clock=lambda: clock["now"])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await _python_read(port, _client_ctx(pki), "localhost") == GREETING
+        clock["now"] += timedelta(days=ca.SERVER_DAYS + 1)
+        with caplog.at_level(logging.ERROR, logger="missive.certs.tls"):
+            assert await _refused(port, _client_ctx(pki))
+        assert any("expired" in r.getMessage() for r in caplog.records)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -221,9 +221,12 @@ def init_ca(
         files.write_atomic(layout.ca_cert, _cert_pem(cert))
         info = _info(cert, "ca", layout.ca_cert, layout.ca_key, algorithm)
         info.active = True
-        entries = [e for e in files.read_index(layout) if e.kind != "ca"]
-        files.write_index(layout, [info, *entries])
-        _write_crl(settings, cert, key, entries)
+        if layout.index.exists():
+            # Left over from a removed CA: its certificates mean nothing to the new one.
+            stamp = _now().strftime("%Y%m%dT%H%M%S")
+            layout.index.rename(layout.index.with_name(f"index-{stamp}.json.old"))
+        files.write_index(layout, [info])
+        _write_crl(settings, cert, key, [])
     log.info("certs: CA created", extra={"serial": info.serial, "algorithm": algorithm})
     return info
 
@@ -709,8 +712,14 @@ def import_pkcs12(
         files.ensure_dirs(layout)
         files.write_atomic(key_path, _key_pem(key), mode=0o600)
         files.write_atomic(cert_path, _cert_pem(cert) + b"".join(_cert_pem(c) for c in chain))
-    info = _info(cert, role, cert_path, key_path, _algorithm_of(key))
-    info.active = True
+        info = _info(cert, role, cert_path, key_path, _algorithm_of(key))
+        info.active = True
+        # Ours no longer serve; if it is one of ours (re-imported), mark that one active.
+        entries = files.read_index(layout)
+        for entry in entries:
+            if entry.kind == role:
+                entry.active = entry.serial == info.serial
+        files.write_index(layout, entries)
     return info
 
 

@@ -154,7 +154,12 @@ def load_trust(settings: Settings, extra_ca_pem: Iterable[bytes] = ()) -> Trust:
     return Trust(list(unique.values()), crls)
 
 
-def _check_leaf(cert_file: Path, settings: Settings, *, what: str) -> x509.Certificate:
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_leaf(cert_file: Path, settings: Settings, *, what: str,
+                now: datetime | None = None) -> x509.Certificate:
     try:
         chain = x509.load_pem_x509_certificates(cert_file.read_bytes())
     except FileNotFoundError:
@@ -165,7 +170,7 @@ def _check_leaf(cert_file: Path, settings: Settings, *, what: str) -> x509.Certi
     except ValueError as exc:
         raise CertError(f"{cert_file} is not a PEM certificate chain: {exc}") from None
     leaf = chain[0]
-    now = datetime.now(UTC)
+    now = now or _utcnow()
     if leaf.not_valid_after_utc <= now:
         raise CertificateExpired(
             f"the {what} certificate {cert_file} ({identity.format_dn(leaf.subject)}) expired "
@@ -207,6 +212,7 @@ class ServerTLS:
         extra_ca_pem: Iterable[bytes] = (),
         reload_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if client_auth not in _VERIFY_MODES:
             raise CertError(f"client_auth must be none, optional or required, not {client_auth!r}")
@@ -215,6 +221,7 @@ class ServerTLS:
         self._extra_ca_pem = [bytes(p) for p in extra_ca_pem]
         self._interval = settings.certs.reload_seconds if reload_seconds is None else reload_seconds
         self._clock = clock
+        self._now = wall_clock
         self._trust = Trust([], [])
         self._leaf: x509.Certificate | None = None
         self._crl_in_handshake = False
@@ -236,7 +243,7 @@ class ServerTLS:
     def _build(self) -> ssl.SSLContext:
         signature = _fingerprint_files(self._watched())
         cert_file, key_file = ca_mod.active_server_files(self.settings)
-        leaf = _check_leaf(cert_file, self.settings, what="server")
+        leaf = _check_leaf(cert_file, self.settings, what="server", now=self._now())
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _harden(ctx)
         try:
@@ -310,7 +317,7 @@ class ServerTLS:
         if self._clock() - self._checked_at >= self._interval:
             self.reload()
         leaf = self._leaf
-        if leaf is not None and leaf.not_valid_after_utc <= datetime.now(UTC):
+        if leaf is not None and leaf.not_valid_after_utc <= self._now():
             log.error(
                 "certs: refusing TLS: the server certificate %s expired on %s UTC; issue a "
                 "new one with `missive certs issue-server`", identity.format_dn(leaf.subject),
@@ -341,10 +348,14 @@ def server_tls(
     client_auth: ClientAuth = "none",
     extra_ca_pem: Iterable[bytes] = (),
     reload_seconds: float | None = None,
+    wall_clock: Callable[[], datetime] = _utcnow,
 ) -> ServerTLS:
-    """A :class:`ServerTLS` (use when the front also needs ``check_peer`` / trust updates)."""
+    """A :class:`ServerTLS` (use when the front also needs ``check_peer`` / trust updates).
+
+    ``wall_clock`` is injectable so that tests can move time past a certificate's expiry.
+    """
     return ServerTLS(settings, client_auth=client_auth, extra_ca_pem=extra_ca_pem,
-                     reload_seconds=reload_seconds)
+                     reload_seconds=reload_seconds, wall_clock=wall_clock)
 
 
 def server_context(

@@ -257,3 +257,14 @@ def test_refresh_crl_when_due(settings: Settings) -> None:
     CertsLayout.of(settings).crl.unlink()
     assert ca.refresh_crl_if_due(settings) is True
     assert CertsLayout.of(settings).crl.read_bytes() != before
+
+
+def test_new_ca_starts_a_fresh_index(settings: Settings) -> None:
+    ca.init_ca(settings)
+    ca.issue_professional(settings, "10001234565", "Marie Curie")
+    layout = CertsLayout.of(settings)
+    layout.ca_key.unlink()
+    layout.ca_cert.unlink()
+    ca.init_ca(settings)
+    assert [e.kind for e in ca.list_certs(settings)] == ["ca"]
+    assert list(layout.root.glob("index-*.json.old"))
