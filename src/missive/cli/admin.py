@@ -3,7 +3,10 @@
 ``missive admin pro|patient|trust|delegates ACTION …``, every reporting action with ``--json``.
 The families live in ``admin_pro``, ``admin_patient``, ``admin_trust`` and ``admin_delegates``;
 other components add theirs through optional modules (``admin_keys``, ``admin_notify``,
-``admin_queue``, ``admin_delegates_web``) exposing ``register(admin_subparsers)``.
+``admin_queue``, ``admin_delegates_web``, ``admin_webmail``) exposing
+``register(admin_subparsers)`` for a new family and/or ``register_<family>(family_subparsers)``
+(``register_pro``, ``register_patient``, ``register_trust``, ``register_delegates``) to add
+actions to one of ours.
 
 Each action runs in one database transaction, audited in it (actor ``cli:<user>``); an error
 rolls everything back and is printed as one sentence saying what to fix, with exit code 1
@@ -19,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from missive.cli import common
@@ -43,6 +47,7 @@ OPTIONAL_FAMILIES = (
     "missive.cli.admin_notify",
     "missive.cli.admin_queue",
     "missive.cli.admin_delegates_web",
+    "missive.cli.admin_webmail",
 )
 
 
@@ -55,14 +60,31 @@ def register(sub: SubParsers) -> None:
     admin = p.add_subparsers(dest="admin_command", metavar="FAMILY", required=True)
     for name in FAMILIES:
         importlib.import_module(name).register(admin)
+    for module in _optional_modules():
+        hook = getattr(module, "register", None)
+        if hook is not None:
+            hook(admin)
+
+
+def _optional_modules() -> list[ModuleType]:
+    found = []
     for name in OPTIONAL_FAMILIES:
         try:
-            module = importlib.import_module(name)
+            found.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
             if exc.name == name:
                 continue
             raise
-        module.register(admin)
+    return found
+
+
+def extend_family(family: SubParsers, name: str) -> None:
+    """Let optional modules add actions to a family: ``register_<name>(family_subparsers)``
+    (e.g. ``admin_webmail.register_patient`` adds ``patient activation-code``)."""
+    for module in _optional_modules():
+        hook = getattr(module, f"register_{name}", None)
+        if hook is not None:
+            hook(family)
 
 
 # Helpers shared by the admin_* modules ------------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, date, datetime, time, timedelta
 
 from missive.cli import common
-from missive.cli.admin import SubParsers, actor, add_parser, open_core, read_password
+from missive.cli.admin import SubParsers, actor, add_parser, extend_family, open_core, read_password
 from missive.directory import delegates
 
 COLUMNS = ["id", "patient_ins", "kind", "login", "name", "rights", "expires_at", "in_force"]
@@ -35,6 +35,7 @@ def register(admin: SubParsers) -> None:
 
     r = add_parser(sub, "revoke", revoke, "revoke a delegation")
     r.add_argument("id", type=int, metavar="ID")
+    extend_family(sub, "delegates")
 
 
 def parse_expiry(text: str | None) -> datetime | None:

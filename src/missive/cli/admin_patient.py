@@ -10,6 +10,7 @@ from missive.cli.admin import (
     SubParsers,
     actor,
     add_parser,
+    extend_family,
     key_values,
     open_core,
     read_file,
@@ -82,6 +83,7 @@ def register(admin: SubParsers) -> None:
     im.add_argument("file", metavar="FILE.csv")
     im.add_argument("--skip-invalid", action="store_true",
                     help="import the valid rows even if some are invalid")
+    extend_family(sub, "patient")
 
 
 async def add(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from missive.cli.admin import (
     SubParsers,
     actor,
     add_parser,
+    extend_family,
     key_values,
     open_core,
     read_file,
@@ -75,6 +76,7 @@ def register(admin: SubParsers) -> None:
     im.add_argument("file", metavar="FILE.csv")
     im.add_argument("--skip-invalid", action="store_true",
                     help="import the valid rows even if some are invalid")
+    extend_family(sub, "pro")
 
 
 async def add(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from missive.cli.admin import (
     SubParsers,
     actor,
     add_parser,
+    extend_family,
     key_values,
     open_core,
     read_file,
@@ -47,6 +48,7 @@ def register(admin: SubParsers) -> None:
                     help="import the valid domains even if some are invalid")
     im.add_argument("--prune", action="store_true",
                     help="remove domains imported earlier that the new list no longer has")
+    extend_family(sub, "trust")
 
 
 async def add(args: argparse.Namespace) -> int:

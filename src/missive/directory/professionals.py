@@ -136,7 +136,7 @@ async def insert_professional(
         raise Conflict(f"address {data.address} is already in use")
     if password is not None:
         password_hash = await hash_password(settings, password)
-    mailbox_id = await store.create_mailbox(session, kind="professional", label=data.address)
+    mailbox_id = await store.create_mailbox(session, kind="professional")
     now = utcnow()
     pro = Professional(
         national_id=data.national_id,

@@ -13,6 +13,10 @@ decides, it only looks up. Order of the checks:
 4. a trust-space domain → ``remote`` (our own domain may appear in the national whitelist:
    local always wins);
 5. anything else → ``outside`` (P4: refused, never relayed).
+
+For :class:`missive.policy.recipients.RecipientFacts`: ``patient`` → ``LOCAL_PATIENT``
+(``ins_error``, ``status``), ``professional`` → ``LOCAL_PROFESSIONAL`` (``mailbox_exists``),
+``remote`` → ``TRUST_SPACE``, ``outside`` → ``OUTSIDE``; ``invalid`` is a syntax error (501).
 """
 
 from __future__ import annotations
@@ -50,10 +54,17 @@ class RecipientInfo:
     error: str | None = None
     #: The same reason in plain French, for a matricule error (shown to patients).
     error_french: str | None = None
+    #: The matricule error itself (``missive.policy`` reads its ``reason``).
+    ins_error: InsError | None = None
 
     @property
     def matricule_error(self) -> str | None:
         return self.error if self.kind == "patient" else None
+
+    @property
+    def mailbox_exists(self) -> bool:
+        """For a local address: whether a directory entry (hence a mailbox) exists."""
+        return self.known and self.mailbox_id is not None
 
     @property
     def local(self) -> bool:
@@ -75,7 +86,7 @@ async def resolve_recipient(
             matricule = parse_matricule(local_part.upper())
         except InsError as exc:
             return RecipientInfo(address=normal, kind="patient", error=str(exc),
-                                 error_french=exc.french)
+                                 error_french=exc.french, ins_error=exc)
         patient = await find_patient(session, matricule.value)
         if patient is None:
             return RecipientInfo(address=normal, kind="patient", matricule=matricule.value)

@@ -17,7 +17,7 @@ RPPS = "10001234565"
 
 
 async def _add(core: Any, *, rpps: str = RPPS, address: str = "Marie.Curie@TEST.missive.localhost",
-               password: str | None = "s3cret-pass", **extra: Any) -> Any:
+               password: str | None = "s3cret-pass", **extra: Any) -> Any:  # noqa: S107
     async with core.db.write() as s:
         return await pros.add_professional(
             s, core.store, core.settings, actor="admin", password=password, rpps=rpps,

@@ -79,7 +79,8 @@ async def test_resolve_recipient_kinds(core: Any) -> None:
         r = await resolve_recipient(s, f"279035121518988@{pd}", settings)
         assert r.kind == "patient" and not r.known
         assert r.matricule_error == "INS key should be 89, got 88"
-        assert r.error_french
+        assert r.error_french and r.ins_error is not None
+        assert not r.mailbox_exists
         r = await resolve_recipient(s, f"1790351215189@{pd}", settings)
         assert r.matricule_error is not None and "15 characters" in r.matricule_error
         other = "180012a00100161"  # valid (Corsican, lower-case in the address), unknown
