@@ -603,7 +603,12 @@ def refresh_crl_if_due(settings: Settings) -> bool:
             remaining = next_update - _now()
             if remaining > (next_update - last_update) / 3:
                 return False
-    generate_crl(settings)
+    ca_cert, ca_key = load_ca(settings)
+    try:
+        with files.locked(layout, blocking=False):
+            _write_crl(settings, ca_cert, ca_key, files.read_index(layout))
+    except BlockingIOError:
+        return False  # a CLI command is writing; the next check will do it
     return True
 
 

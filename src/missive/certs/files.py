@@ -168,11 +168,15 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 @contextlib.contextmanager
-def locked(layout: CertsLayout) -> Iterator[None]:
-    """Exclusive lock for writers of the index and the CRL."""
+def locked(layout: CertsLayout, *, blocking: bool = True) -> Iterator[None]:
+    """Exclusive lock for writers of the index and the CRL.
+
+    With ``blocking=False`` raises :class:`BlockingIOError` at once when another process holds
+    it (listeners use that: they must never stall their event loop on a CLI command).
+    """
     layout.root.mkdir(parents=True, exist_ok=True)
     with open(layout.lock, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         try:
             yield
         finally:

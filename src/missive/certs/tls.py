@@ -276,13 +276,13 @@ class ServerTLS:
         try:
             if ca_mod.refresh_crl_if_due(self.settings):
                 log.info("certs: CRL re-signed before its next update")
-        except (OSError, CertError) as exc:
+        except (OSError, ValueError, CertError) as exc:
             log.warning("certs: could not refresh the CRL: %s", exc)
         if not force and _fingerprint_files(self._watched()) == self._signature:
             return False
         try:
             fresh = self._build()
-        except CertError as exc:
+        except (CertError, OSError, ValueError, ssl.SSLError) as exc:
             log.error("certs: keeping the previous TLS configuration: %s", exc)
             return False
         self._current = fresh
@@ -315,7 +315,10 @@ class ServerTLS:
         self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext
     ) -> int | None:
         if self._clock() - self._checked_at >= self._interval:
-            self.reload()
+            try:
+                self.reload()
+            except Exception:  # a reload problem must not take the listener down
+                log.exception("certs: TLS reload failed; keeping the previous configuration")
         leaf = self._leaf
         if leaf is not None and leaf.not_valid_after_utc <= self._now():
             log.error(

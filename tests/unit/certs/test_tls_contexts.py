@@ -136,3 +136,23 @@ def test_reload_detects_changed_files(settings: Settings) -> None:
     assert server.reload() is True
     assert server.current is not server.context
     assert server.reloads == 1
+
+
+def test_corrupt_crl_keeps_previous_context(settings: Settings) -> None:
+    ca.ensure_initialised(settings)
+    server = tls.server_tls(settings, client_auth="required", reload_seconds=0)
+    CertsLayout.of(settings).crl.write_bytes(b"-----BEGIN X509 CRL-----\ngarbage\n")
+    assert server.reload() is False
+    assert server.current is server.context
+
+
+def test_crl_refresh_skips_when_locked(settings: Settings) -> None:
+    from missive.certs import files
+
+    ca.init_ca(settings)
+    layout = CertsLayout.of(settings)
+    layout.crl.unlink()
+    with files.locked(layout):
+        # Another holder (here: us, through another file description) has the lock.
+        assert ca.refresh_crl_if_due(settings) is False
+    assert ca.refresh_crl_if_due(settings) is True
