@@ -1,0 +1,1 @@
+"""Webmail routers, one per resource (auth, mailbox, account, health)."""

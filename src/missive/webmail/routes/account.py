@@ -1,0 +1,176 @@
+"""The patient's control over their account (SPEC §5): notification settings, read receipts,
+access journal, switching between mailboxes (caregivers), closing the account.
+
+Closing is irreversible and explained in plain words first; it needs the password and an
+explicit confirmation, then goes through ``directory.patients.set_patient_status(…, "closed")``
+which crypto-shreds the mailbox (C3) and makes new mail refused (P5); every session of the
+patient ends and their opened keys are dropped from memory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from missive.audit import log as audit
+from missive.directory.errors import InvalidField
+from missive.directory.models import Patient
+from missive.directory.passwords import verify_password
+from missive.directory.patients import set_patient_status, update_patient_contact
+from missive.errors import NotFound
+from missive.webmail.app import page
+from missive.webmail.deps import Viewer, ViewerDep, WebDep
+from missive.webmail.routes.auth import clear_cookie
+from missive.webmail.routes.mailbox import base_context, french_date
+
+router = APIRouter()
+Field = Annotated[str, Form()]
+
+CHANNELS = {"sms": "Par SMS", "email": "Par e-mail", "both": "Par SMS et par e-mail",
+            "none": "Ne pas me prévenir"}
+
+#: How audit actions read in the journal (plain French); others show as "Autre opération".
+JOURNAL_LABELS = {
+    "web.login": "Connexion à la messagerie",
+    "web.otp": "Code de connexion saisi",
+    "web.message.read": "Lecture d'un message",
+    "web.attachment.download": "Ouverture d'une pièce jointe",
+    "web.message.archive": "Message archivé",
+    "web.message.trash": "Message mis à la corbeille",
+    "web.message.restore": "Message restauré",
+    "web.search": "Recherche dans les messages",
+    "web.settings": "Paramètres modifiés",
+    "web.activation": "Activation du compte",
+    "web.activation.code": "Code d'activation utilisé",
+    "web.reset.code": "Code de réinitialisation utilisé",
+    "web.password.reset": "Mot de passe changé",
+    "message.deliver": "Message reçu",
+    "message.move": "Message déplacé",
+    "delegate.grant": "Accès donné à un proche",
+    "delegate.revoke": "Accès d'un proche retiré",
+    "admin.patient.add": "Compte créé par l'opérateur",
+    "admin.patient.update": "Coordonnées modifiées par l'opérateur",
+    "admin.patient.set_status": "État du compte modifié par l'opérateur",
+    "mailbox.create": "Messagerie créée",
+}
+
+
+def _owner(who: Viewer) -> Patient:
+    if not who.is_owner or who.patient is None:
+        raise NotFound("only the patient manages their account")
+    return who.patient
+
+
+@router.get("/parametres")
+async def settings_form(request: Request, who: ViewerDep) -> Response:
+    patient = _owner(who)
+    return page(request, "settings.html", {
+        **base_context(who, "parametres"), "patient": patient, "channels": CHANNELS,
+        "errors": {}, "saved": request.query_params.get("fait") == "1",
+        "values": {"phone": patient.phone or "", "email": patient.email or "",
+                   "channel": patient.notify_channel, "receipts": patient.read_receipts}})
+
+
+@router.post("/parametres")
+async def settings_save(request: Request, web: WebDep, who: ViewerDep, phone: Field = "",
+                        email: Field = "", channel: Field = "none",
+                        receipts: Field = "") -> Response:
+    patient = _owner(who)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {"phone": phone, "email": email, "channel": channel,
+                              "receipts": receipts == "oui"}
+    if channel not in CHANNELS:
+        errors["channel"] = "Choisissez une des possibilités proposées."
+    if channel in ("sms", "both") and not phone.strip():
+        errors["phone"] = "Pour être prévenu(e) par SMS, indiquez un numéro de portable."
+    if channel in ("email", "both") and not email.strip():
+        errors["email"] = "Pour être prévenu(e) par e-mail, indiquez une adresse e-mail."
+    if not errors:
+        try:
+            async with web.core.db.write() as s:
+                await update_patient_contact(
+                    s, patient.matricule, actor=who.actor, phone=phone.strip(),
+                    email=email.strip(), notify_channel=channel,
+                    read_receipts=receipts == "oui")
+                await audit.append(s, "web.settings", actor=who.actor,
+                                   mailbox_id=patient.mailbox_id,
+                                   details={"notify_channel": channel})
+        except InvalidField as exc:
+            field = {"phone": "phone", "email": "email"}.get(exc.field, "channel")
+            errors[field] = {"phone": "Ce numéro n'est pas valide (exemple : 06 12 34 56 78).",
+                             "email": "Cette adresse e-mail n'est pas valide."}.get(
+                field, "Ce choix n'est pas possible avec les coordonnées indiquées.")
+    if errors:
+        return page(request, "settings.html", {
+            **base_context(who, "parametres"), "patient": patient, "channels": CHANNELS,
+            "errors": errors, "saved": False, "values": values}, status_code=400)
+    return RedirectResponse("/parametres?fait=1", status_code=303)
+
+
+@router.get("/journal")
+async def journal(request: Request, web: WebDep, who: ViewerDep) -> Response:
+    patient = _owner(who)
+    async with web.core.db.read() as s:
+        entries = await audit.entries_for_mailbox(s, patient.mailbox_id, limit=200)
+    rows = []
+    for e in entries:
+        actor = e.actor or ""
+        if actor.startswith("delegate:"):
+            who_text = "Un proche (accès délégué n° " + actor.split(":", 1)[1] + ")"
+        elif actor == f"patient:{patient.id}":
+            who_text = "Vous"
+        elif actor.startswith("h:"):
+            who_text = "Un professionnel"
+        elif actor.startswith("admin") or e.action.startswith("admin."):
+            who_text = "L'opérateur"
+        else:
+            who_text = "Le système" if not actor else "Autre"
+        details = json.loads(e.details or "{}")
+        rows.append({"date": french_date(e.ts), "action": JOURNAL_LABELS.get(
+            e.action, "Autre opération"), "who": who_text,
+            "failed": e.outcome != "ok", "uid": details.get("uid")})
+    return page(request, "journal.html", {**base_context(who, "journal"), "rows": rows})
+
+
+@router.post("/boite-affichee")
+async def switch_mailbox(web: WebDep, who: ViewerDep, delegation: Field = "") -> Response:
+    wanted = int(delegation) if delegation.isdigit() else None
+    if wanted is not None and all(c.delegate_id != wanted for c in who.choices):
+        raise NotFound("no such mailbox")
+    async with web.core.db.write() as s:
+        await web.sessions.update(s, who.session.id, active_delegate_id=wanted)
+    return RedirectResponse("/boite/reception", status_code=303)
+
+
+@router.get("/fermer-mon-compte")
+async def close_form(request: Request, who: ViewerDep) -> Response:
+    _owner(who)
+    return page(request, "close.html", {**base_context(who, "parametres"), "errors": {}})
+
+
+@router.post("/fermer-mon-compte")
+async def close_account(request: Request, web: WebDep, who: ViewerDep, password: Field = "",
+                        confirm: Field = "") -> Response:
+    patient = _owner(who)
+    errors: dict[str, str] = {}
+    if confirm != "oui":
+        errors["confirm"] = "Cochez la case pour confirmer que vous avez compris."
+    check = await verify_password(web.settings, patient.password_hash, password)
+    if not check.ok:
+        errors["password"] = "Mot de passe incorrect."  # noqa: S105 - a message
+    if errors:
+        return page(request, "close.html", {**base_context(who, "parametres"),
+                                            "errors": errors}, status_code=400)
+    async with web.core.db.write() as s:
+        await set_patient_status(s, web.core.store, patient.matricule, "closed",
+                                 actor=who.actor)
+        ended = await web.sessions.end_all(s, "patient", patient.id)
+    for sid in ended:
+        web.vault.drop_session(sid)
+    web.vault.drop_mailbox(patient.mailbox_id)
+    response = page(request, "closed.html", {"title": "Compte fermé"})
+    clear_cookie(web, response)
+    return response

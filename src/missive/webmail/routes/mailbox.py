@@ -1,0 +1,281 @@
+"""The mailbox (SPEC §5): folder lists, message view, attachments, links, move, search.
+
+URLs name a folder by a fixed French slug and a message by its UID *in the viewer's mailbox*
+(``/boite/reception/42``). They carry no subject, name or address, and mean nothing in another
+mailbox: every route opens only the viewer's mailbox, so a UID or part number that is not there
+gives 404 (no IDOR by changing an identifier). Every read, download and move is audited on the
+mailbox with the viewer as actor (the patient's access journal shows a caregiver's accesses).
+
+Sender display (as Mon Espace Santé): the professional's name and profession from the directory,
+not their address; an unknown sender shows the display name of the message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from missive.audit import log as audit
+from missive.directory.professionals import professional_by_address
+from missive.errors import NotFound
+from missive.mailbox.store import MailboxSession, MessageInfo
+from missive.mime.parts import get_part_payload, list_parts
+from missive.mime.summary import MessageSummary
+from missive.webmail import render
+from missive.webmail.app import page
+from missive.webmail.deps import Viewer, ViewerDep, Web, WebDep, opened_mailbox
+
+router = APIRouter()
+
+#: URL slug -> (store folder name, French title).
+FOLDERS: dict[str, tuple[str, str]] = {
+    "reception": ("INBOX", "Boîte de réception"),
+    "archives": ("Archive", "Archives"),
+    "envoyes": ("Sent", "Messages envoyés"),
+    "corbeille": ("Trash", "Corbeille"),
+}
+MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
+          "octobre", "novembre", "décembre")
+
+
+def folder_of(slug: str) -> str:
+    try:
+        return FOLDERS[slug][0]
+    except KeyError:
+        raise NotFound("no such folder") from None
+
+
+def french_date(value: str | datetime) -> str:
+    dt: datetime | None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = email.utils.parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError, IndexError):
+            dt = None
+    if dt is None:
+        return "date inconnue"
+    return f"{dt.day} {MONTHS[dt.month - 1]} {dt.year} à {dt.hour:02d} h {dt.minute:02d}"
+
+
+@dataclass
+class Row:
+    uid: int
+    unread: bool
+    sender: str
+    profession: str
+    subject: str
+    date: str
+    has_attachments: bool
+
+
+async def sender_label(web: Web, summary: MessageSummary) -> tuple[str, str]:
+    """(name, profession) of a message's sender: the directory's, else the display name."""
+    if summary.from_addr:
+        async with web.core.db.read() as s:
+            pro = await professional_by_address(s, summary.from_addr)
+        if pro is not None:
+            return pro.name, pro.specialty or pro.profession
+    return summary.from_name or "Expéditeur inconnu", ""
+
+
+async def rows_for(web: Web, box: MailboxSession, name: str,
+                   infos: list[MessageInfo]) -> list[Row]:
+    summaries = await box.summaries(name, [m.uid for m in infos]) if infos else {}
+    out: list[Row] = []
+    for m in infos:
+        summary = summaries.get(m.uid) or MessageSummary()
+        if name == "Sent":
+            who, what = "À : " + ", ".join(summary.to[:3]), ""
+        else:
+            who, what = await sender_label(web, summary)
+        out.append(Row(m.uid, "\\Seen" not in m.flags, who, what,
+                       summary.subject or "(sans objet)",
+                       french_date(summary.date or m.internal_date), summary.has_attachments))
+    return out
+
+
+def base_context(who: Viewer, slug: str | None = None) -> dict[str, Any]:
+    return {"viewer": who, "folders": FOLDERS, "current": slug}
+
+
+@router.get("/boite/{slug}")
+async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) -> Response:
+    name = folder_of(slug)
+    if who.mailbox_id is None:
+        return page(request, "no_mailbox.html", base_context(who, slug))
+    box = await opened_mailbox(web, who)
+    size = web.settings.webmail.page_size
+    asked = request.query_params.get("page", "1")
+    page_number = int(asked) if asked.isdigit() and len(asked) < 9 else 1
+    infos = await box.messages(name)
+    infos.reverse()  # newest first
+    pages = max(1, math.ceil(len(infos) / size))
+    page_number = min(max(1, page_number), pages)
+    chunk = infos[(page_number - 1) * size: page_number * size]
+    return page(request, "folder.html", {
+        **base_context(who, slug), "title": FOLDERS[slug][1], "rows": await rows_for(
+            web, box, name, chunk), "page": page_number, "pages": pages, "total": len(infos),
+        "unread": sum(1 for m in infos if "\\Seen" not in m.flags)})
+
+
+async def _message(box: MailboxSession, name: str, uid: int) -> tuple[MessageInfo, bytes]:
+    infos = await box.messages(name, [uid])
+    if not infos:
+        raise NotFound("no such message")
+    return infos[0], await box.fetch(name, uid)
+
+
+@router.get("/boite/{slug}/{uid}")
+async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
+                       uid: int) -> Response:
+    name = folder_of(slug)
+    box = await opened_mailbox(web, who)
+    info, raw = await _message(box, name, uid)
+    summary = (await box.summaries(name, [uid]))[uid]
+    shown = render.render(raw, f"/boite/{slug}/{uid}/lien")
+    first_read = "\\Seen" not in info.flags
+    if first_read and who.is_owner:
+        await box.store_flags(name, [uid], {"\\Seen"}, "add")
+    async with web.core.db.write() as s:
+        await audit.append(s, "web.message.read", actor=who.actor, mailbox_id=who.mailbox_id,
+                           details={"folder": name, "uid": uid})
+    sender, profession = await sender_label(web, summary)
+    closed = summary.mss.get("X-MSS-MES", "").strip().upper() == "FIN" or \
+        summary.subject.strip() == "[FIN]"
+    if not closed and summary.thread_root:
+        closed = await web.core.store.conversation_closed(summary.thread_root)
+    return page(request, "message.html", {
+        **base_context(who, slug), "uid": uid, "summary": summary, "sender": sender,
+        "profession": profession, "date": french_date(summary.date or info.internal_date),
+        "shown": shown, "replies_closed": closed, "folder_name": name,
+        "title": summary.subject or "(sans objet)"})
+
+
+@router.get("/boite/{slug}/{uid}/lien/{n}")
+async def link_warning(request: Request, web: WebDep, who: ViewerDep, slug: str, uid: int,
+                       n: int) -> Response:
+    name = folder_of(slug)
+    box = await opened_mailbox(web, who)
+    _info, raw = await _message(box, name, uid)
+    target = render.link_target(raw, n)
+    if target is None:
+        raise NotFound("no such link")
+    return page(request, "link.html", {**base_context(who, slug), "target": target,
+                                       "back": f"/boite/{slug}/{uid}",
+                                       "title": "Vous allez quitter la messagerie"})
+
+
+async def _part(web: Web, who: Viewer, slug: str, uid: int,
+                index: str) -> tuple[render.Attachment, bytes]:
+    name = folder_of(slug)
+    box = await opened_mailbox(web, who)
+    _info, raw = await _message(box, name, uid)
+    found = next((a for a in render.attachments(raw, list_parts(raw)) if a.index == index), None)
+    payload = get_part_payload(raw, index) if found is not None else None
+    if found is None or payload is None:
+        raise NotFound("no such attachment")
+    async with web.core.db.write() as s:
+        await audit.append(s, "web.attachment.download", actor=who.actor,
+                           mailbox_id=who.mailbox_id,
+                           details={"folder": name, "uid": uid, "part": index})
+    return found, payload
+
+
+#: Types served as themselves when downloaded; anything else is application/octet-stream.
+SAFE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/tiff",
+              "text/plain", "application/zip", "application/xml", "text/xml",
+              "application/dicom", "application/hl7-v2"}
+
+
+@router.get("/boite/{slug}/{uid}/piece/{index}")
+async def download(web: WebDep, who: ViewerDep, slug: str, uid: int, index: str) -> Response:
+    att, payload = await _part(web, who, slug, uid, index)
+    ctype = "application/pdf" if att.is_pdf else (
+        att.content_type if att.content_type in SAFE_TYPES else "application/octet-stream")
+    if ctype.startswith("text/"):
+        ctype += "; charset=utf-8"
+    return Response(payload, media_type=ctype, headers={
+        "Content-Disposition": render.content_disposition("attachment", att.filename),
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox"})
+
+
+@router.get("/boite/{slug}/{uid}/piece/{index}/voir")
+async def view_pdf(web: WebDep, who: ViewerDep, slug: str, uid: int, index: str) -> Response:
+    att, payload = await _part(web, who, slug, uid, index)
+    if not att.is_pdf:
+        raise NotFound("only PDF documents are shown in the browser")
+    return Response(payload, media_type="application/pdf", headers={
+        "Content-Disposition": render.content_disposition("inline", att.filename),
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"})
+
+
+# --- moving messages --------------------------------------------------------------------------
+
+MOVES: dict[str, tuple[str, str]] = {
+    # action -> (destination folder, audit action)
+    "archiver": ("Archive", "web.message.archive"),
+    "supprimer": ("Trash", "web.message.trash"),
+    "restaurer": ("INBOX", "web.message.restore"),
+}
+
+
+@router.post("/boite/{slug}/{uid}/{action}")
+async def move(web: WebDep, who: ViewerDep, slug: str, uid: int, action: str) -> Response:
+    name = folder_of(slug)
+    if action not in MOVES:
+        raise NotFound("no such action")
+    if not who.is_owner:
+        # Caregivers read (and may reply); sorting the patient's mail stays with the patient.
+        raise NotFound("no such action")
+    dest, audit_action = MOVES[action]
+    if dest == name:
+        return RedirectResponse(f"/boite/{slug}", status_code=303)
+    box = await opened_mailbox(web, who)
+    if not await box.messages(name, [uid]):
+        raise NotFound("no such message")
+    await box.move(name, [uid], dest)
+    async with web.core.db.write() as s:
+        await audit.append(s, audit_action, actor=who.actor, mailbox_id=who.mailbox_id,
+                           details={"from": name, "uid": uid, "to": dest})
+    return RedirectResponse(f"/boite/{slug}?fait={action}", status_code=303)
+
+
+# --- search -----------------------------------------------------------------------------------
+
+@router.get("/recherche")
+async def search_form(request: Request, who: ViewerDep) -> Response:
+    return page(request, "search.html", {**base_context(who, "recherche"), "query": "",
+                                         "results": None, "errors": {}})
+
+
+@router.post("/recherche")
+async def search(request: Request, web: WebDep, who: ViewerDep,
+                 q: Annotated[str, Form()] = "") -> Response:
+    """POST so that the words searched (often health words) stay out of URLs and logs."""
+    query = q.strip()
+    ctx: dict[str, Any] = {**base_context(who, "recherche"), "query": query, "results": None,
+                           "errors": {}}
+    if len(query) < 2:
+        ctx["errors"]["q"] = "Tapez au moins deux lettres."
+        return page(request, "search.html", ctx, status_code=400)
+    box = await opened_mailbox(web, who)
+    results: list[tuple[str, str, Row]] = []
+    for slug, (name, title) in FOLDERS.items():
+        uids = await box.search_text(name, query[:200])
+        infos = await box.messages(name, uids[-100:]) if uids else []
+        infos.reverse()
+        for row in await rows_for(web, box, name, infos):
+            results.append((slug, title, row))
+    async with web.core.db.write() as s:
+        await audit.append(s, "web.search", actor=who.actor, mailbox_id=who.mailbox_id,
+                           details={"results": len(results)})
+    ctx["results"] = results
+    return page(request, "search.html", ctx)

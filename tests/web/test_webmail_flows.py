@@ -1,0 +1,210 @@
+"""Webmail flows over ASGI: activation, login with a one-time code, reading, sorting, search,
+settings, journal, closing the account (SPEC §5)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import httpx
+from conftest import (  # type: ignore[import-not-found]
+    PASSWORD,
+    PDF,
+    FakeOtp,
+    csrf_of,
+    deliver,
+    ins_number,
+    login,
+    make_patient,
+    make_pro,
+    message,
+)
+from sqlalchemy import select
+
+from missive.directory.models import Patient
+from missive.runtime import Core
+from missive.webmail import codes
+
+
+async def test_activation_then_login_with_one_time_code(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    patient = await make_patient(wcore, 1, status="pending", password=None)
+    async with wcore.db.write() as s:
+        issued = await codes.issue_code(s, wcore.settings, patient.id, "activation")
+    page = await client.get("/activation")
+    assert page.status_code == 200
+    wrong = await client.post("/activation", data={
+        "csrf": csrf_of(page.text), "ins": ins_number(1), "code": "AAAA-BBBB-CCCC"})
+    assert wrong.status_code == 400 and "pas valable" in wrong.text
+    ok = await client.post("/activation", data={
+        "csrf": csrf_of(wrong.text), "ins": ins_number(1), "code": issued.display.lower()})
+    assert ok.status_code == 303 and ok.headers["location"] == "/mot-de-passe"
+    form = await client.get("/mot-de-passe")
+    weak = await client.post("/mot-de-passe", data={
+        "csrf": csrf_of(form.text), "password": "motdepasse123", "confirmation": "motdepasse123"})
+    assert weak.status_code == 400 and "trop facile" in weak.text
+    short = await client.post("/mot-de-passe", data={
+        "csrf": csrf_of(weak.text), "password": "court", "confirmation": "court"})
+    assert short.status_code == 400 and "au moins 12" in short.text
+    done = await client.post("/mot-de-passe", data={
+        "csrf": csrf_of(short.text), "password": PASSWORD, "confirmation": PASSWORD})
+    assert done.status_code == 303 and done.headers["location"] == "/connexion?ok=pw"
+    async with wcore.db.read() as s:
+        row = (await s.execute(select(Patient).where(Patient.id == patient.id))).scalar_one()
+    assert row.status == "active" and row.password_hash and PASSWORD not in row.password_hash
+    # The code is single-use.
+    again = await client.get("/activation")
+    reused = await client.post("/activation", data={
+        "csrf": csrf_of(again.text), "ins": ins_number(1), "code": issued.code})
+    assert reused.status_code == 400
+    await login(client, otp, ins_number(1))
+    assert otp.sent[-1][0] == "sms" and otp.sent[-1][1] == "+33612345678"
+    inbox = await client.get("/boite/reception")
+    assert inbox.status_code == 200 and "Boîte de réception" in inbox.text
+
+
+async def test_wrong_one_time_code_is_refused_then_exhausted(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    await make_patient(wcore, 2)
+    page = await client.get("/connexion")
+    r = await client.post("/connexion", data={"csrf": csrf_of(page.text),
+                                              "identifier": ins_number(2), "password": PASSWORD})
+    assert r.status_code == 303
+    wrong = "000000" if otp.last_code != "000000" else "111111"
+    for _ in range(4):
+        form = await client.get("/connexion/code")
+        r = await client.post("/connexion/code", data={"csrf": csrf_of(form.text),
+                                                       "code": wrong})
+        assert r.status_code == 401 and "pas le bon" in r.text
+    form = await client.get("/connexion/code")
+    r = await client.post("/connexion/code", data={"csrf": csrf_of(form.text), "code": wrong})
+    assert r.status_code == 401 and "Reconnectez-vous" in r.text
+    assert (await client.get("/boite/reception")).status_code == 303
+
+
+async def test_read_message_attachment_and_sort(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    patient = await make_patient(wcore, 3)
+    pro = await make_pro(wcore, 3, "Marie Curie", "Radiologue")
+    raw = message(pro.address, f"{ins_number(3).lower()}@x", "Résultats de votre scanner",
+                  "Voici le compte rendu.", attachments=[("compte rendu.pdf", "application/pdf",
+                                                          PDF)])
+    uid = await deliver(wcore, pro.address, patient, raw)
+    await login(client, otp, ins_number(3))
+    inbox = await client.get("/boite/reception")
+    assert "Résultats de votre scanner" in inbox.text
+    assert "Marie Curie" in inbox.text and "Radiologue" in inbox.text
+    assert pro.address not in inbox.text  # name and profession, not the address
+    assert "Non lu" in inbox.text and "Pièce jointe" in inbox.text
+    view = await client.get(f"/boite/reception/{uid}")
+    assert view.status_code == 200 and "Voici le compte rendu." in view.text
+    assert "compte rendu.pdf" in view.text
+    inbox = await client.get("/boite/reception")
+    assert "Non lu" not in inbox.text
+    part = re.search(rf'/boite/reception/{uid}/piece/([0-9.]+)"', view.text)
+    assert part
+    dl = await client.get(f"/boite/reception/{uid}/piece/{part.group(1)}")
+    assert dl.status_code == 200 and dl.content == PDF
+    assert dl.headers["content-type"] == "application/pdf"
+    assert dl.headers["content-disposition"].startswith("attachment;")
+    assert "filename*=UTF-8''compte%20rendu.pdf" in dl.headers["content-disposition"]
+    inline = await client.get(f"/boite/reception/{uid}/piece/{part.group(1)}/voir")
+    assert inline.headers["content-disposition"].startswith("inline;")
+    # Archive, then trash from the archive, then restore to the inbox.
+    r = await client.post(f"/boite/reception/{uid}/archiver", data={"csrf": csrf_of(view.text)})
+    assert r.status_code == 303
+    archives = await client.get("/boite/archives")
+    assert "Résultats de votre scanner" in archives.text
+    assert "Résultats de votre scanner" not in (await client.get("/boite/reception")).text
+    auid = int(re.search(r'/boite/archives/(\d+)"', archives.text).group(1))  # type: ignore[union-attr]
+    r = await client.post(f"/boite/archives/{auid}/supprimer", data={"csrf": csrf_of(archives.text)})
+    trash = await client.get("/boite/corbeille")
+    assert "Résultats de votre scanner" in trash.text
+    tuid = int(re.search(r'/boite/corbeille/(\d+)"', trash.text).group(1))  # type: ignore[union-attr]
+    r = await client.post(f"/boite/corbeille/{tuid}/restaurer", data={"csrf": csrf_of(trash.text)})
+    assert "Résultats de votre scanner" in (await client.get("/boite/reception")).text
+    # Search (POST: the words stay out of the URL).
+    form = await client.get("/recherche")
+    found = await client.post("/recherche", data={"csrf": csrf_of(form.text), "q": "scanner"})
+    assert found.status_code == 200 and "Résultats de votre scanner" in found.text
+    none = await client.post("/recherche", data={"csrf": csrf_of(form.text), "q": "zzzqqq"})
+    assert "Aucun message" in none.text
+    # Journal lists the reading and the download.
+    journal = await client.get("/journal")
+    journal_text = html.unescape(journal.text)
+    assert "Lecture d'un message" in journal_text
+    assert "Ouverture d'une pièce jointe" in journal_text
+
+
+async def test_xdm_documents_are_listed(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    import io
+    import zipfile
+
+    patient = await make_patient(wcore, 4)
+    pro = await make_pro(wcore, 4)
+    metadata = """<?xml version="1.0"?>
+<SubmitObjectsRequest xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+  xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryObjectList>
+<rim:ExtrinsicObject id="doc1" mimeType="text/xml"
+  objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">
+<rim:Slot name="URI"><rim:ValueList><rim:Value>DOC0001.XML</rim:Value></rim:ValueList></rim:Slot>
+<rim:Name><rim:LocalizedString value="Compte rendu opératoire"/></rim:Name>
+</rim:ExtrinsicObject></rim:RegistryObjectList></SubmitObjectsRequest>"""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("IHE_XDM/SUBSET01/METADATA.XML", metadata)
+        zf.writestr("IHE_XDM/SUBSET01/DOC0001.XML", "<ClinicalDocument/>")
+    raw = message(pro.address, "p@x", "Votre dossier",
+                  attachments=[("IHE_XDM.ZIP", "application/zip", buf.getvalue())])
+    uid = await deliver(wcore, pro.address, patient, raw)
+    await login(client, otp, ins_number(4))
+    view = await client.get(f"/boite/reception/{uid}")
+    assert "Compte rendu opératoire" in view.text
+
+
+async def test_settings_and_close_account(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    patient = await make_patient(wcore, 5)
+    await login(client, otp, ins_number(5))
+    form = await client.get("/parametres")
+    bad = await client.post("/parametres", data={"csrf": csrf_of(form.text), "channel": "email",
+                                                 "phone": "", "email": ""})
+    assert bad.status_code == 400 and "adresse e-mail" in bad.text
+    ok = await client.post("/parametres", data={
+        "csrf": csrf_of(form.text), "channel": "both", "phone": "06 12 34 56 78",
+        "email": "marie@example.org"})
+    assert ok.status_code == 303
+    async with wcore.db.read() as s:
+        row = await s.get(Patient, patient.id)
+        assert row is not None
+        assert row.notify_channel == "both" and row.email == "marie@example.org"
+        assert row.read_receipts is False
+    close = await client.get("/fermer-mon-compte")
+    assert "effacés définitivement" in close.text
+    refused = await client.post("/fermer-mon-compte", data={
+        "csrf": csrf_of(close.text), "password": PASSWORD})
+    assert refused.status_code == 400 and "Cochez" in refused.text
+    done = await client.post("/fermer-mon-compte", data={
+        "csrf": csrf_of(close.text), "password": PASSWORD, "confirm": "oui"})
+    assert done.status_code == 200 and "Votre compte est fermé" in done.text
+    async with wcore.db.read() as s:
+        row = await s.get(Patient, patient.id)
+        assert row is not None and row.status == "closed"
+    assert (await client.get("/boite/reception")).status_code == 303
+
+
+async def test_logout_everywhere_ends_other_sessions(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from conftest import new_client  # type: ignore[import-not-found]
+
+    await make_patient(wcore, 6)
+    await login(client, otp, ins_number(6))
+    async with await new_client(wcore, otp) as other:
+        await login(other, otp, ins_number(6))
+        assert (await other.get("/boite/reception")).status_code == 200
+        form = await client.get("/parametres")
+        r = await client.post("/deconnexion/partout", data={"csrf": csrf_of(form.text)})
+        assert r.status_code == 303
+        assert (await other.get("/boite/reception")).status_code == 303
+    assert (await client.get("/boite/reception")).status_code == 303
