@@ -175,6 +175,10 @@ async def test_openssl_refuses_with_another_ca(listener: Listener, pki: Settings
 
 async def test_python_ssl_verifies_chain_and_name(listener: Listener, pki: Settings) -> None:
     assert await _python_read(listener.port, _client_ctx(pki), "localhost") == GREETING
+    # Python 3.13+ clients verify in RFC 5280 strict mode by default: our chain passes it.
+    strict = _client_ctx(pki)
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT
+    assert await _python_read(listener.port, strict, "127.0.0.1") == GREETING
     with pytest.raises(ssl.SSLCertVerificationError):
         await _python_read(listener.port, _client_ctx(pki), "not-in-the-sans.example")
 
@@ -359,3 +363,19 @@ async def test_certificate_expiring_while_running_is_not_served(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_rsa_ca_listener(settings: Settings, tmp_path: Path) -> None:
+    ca.init_ca(settings, algorithm="rsa")
+    ca.ensure_initialised(settings)
+    pro = ca.issue_professional(settings, "10001234565", "Marie Curie")
+    lst = await _start(settings, "required")
+    try:
+        rc, out, err = await s_client(lst.port, "-verify_return_error", "-CAfile",
+                                      _ca_file(settings), "-tls1_2",
+                                      "-cert", str(_write_pem(settings, pro.serial, tmp_path)))
+        assert rc == 0, err
+        assert "hello" in out and "ECDHE-RSA-AES256-GCM-SHA384" in out
+    finally:
+        lst.server.close()
+        await lst.server.wait_closed()
