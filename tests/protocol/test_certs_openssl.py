@@ -38,11 +38,10 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_pkcs12_export_opens_with_its_password_only(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert missive(data, "certs", "init-ca", "--json").returncode == 0
-    issued = missive(data, "certs", "issue-pro", "--rpps", "10001234565",
-                     "--name", "Marie Curie", "--profession", "Médecin", "--json")
-    assert issued.returncode == 0, issued.stderr
-    serial = json.loads(issued.stdout)["serial"]
+    settings = load_settings(data)
+    ca.init_ca(settings)
+    serial = ca.issue_professional(settings, "10001234565", "Marie Curie",
+                                   profession="Médecin").serial
     p12 = tmp_path / "marie.p12"
     exported = missive(data, "certs", "export", serial, "--format", "p12", "--out", str(p12),
                        "--password-stdin", "--json", stdin=PASSWORD + "\n")
