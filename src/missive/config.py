@@ -104,7 +104,23 @@ class ImapSettings(BaseModel):
     port: int = Field(5143, description="IMAP with STARTTLS (0 = free port).")
     tls_port: int = Field(5993, description="IMAP with implicit TLS (0 = free port).")
     max_literal: int = Field(40 * MiB, description="Largest literal accepted (APPEND).")
-    idle_timeout: int = Field(1800, description="Seconds before an idle session is closed.")
+    idle_timeout: int = Field(
+        1800, description="Seconds before an idle authenticated session is closed (RFC 9051 "
+        "§5.4: at least 30 minutes).")
+    login_timeout: int = Field(
+        60, description="Seconds a connection may stay unauthenticated and silent.")
+    max_line: int = Field(
+        64 * 1024, description="Longest command line in octets, literals excluded.")
+    max_command: int = Field(
+        1 * MiB, description="Largest command without its APPEND message, literals included.")
+    max_unauth_literal: int = Field(
+        8 * 1024, description="Largest literal accepted before authentication.")
+    max_connections_per_user: int = Field(
+        20, description="Simultaneous IMAP sessions per authenticated user.")
+    max_connections_per_ip: int = Field(
+        50, description="Simultaneous IMAP connections per client address.")
+    auth_failure_delay: float = Field(
+        2.0, description="Seconds to wait before answering a failed authentication.")
 
 
 class StoreSettings(BaseModel):

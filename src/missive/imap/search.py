@@ -1,0 +1,244 @@
+"""SEARCH evaluation (RFC 3501 §6.4.4, RFC 9051 §6.4.4) over decrypted messages, in the session.
+
+There is no clear-text index (C1), so keys that look at content (HEADER, FROM, SUBJECT, BODY,
+TEXT, SENT*) read and decrypt the messages within the authenticated session. Keys that only need
+metadata (flags, UIDs, sizes, internal dates) never decrypt anything: :func:`needs_content` tells
+the session whether to fetch bodies at all.
+
+Matching is case-insensitive substring matching on Unicode text (``str.casefold``), after
+RFC 2047 decoding of header fields and transfer decoding of text parts, as RFC 3501 asks
+("case-insensitive substring", charset applied). Dates without time and time zone (§6.4.4):
+BEFORE/ON/SINCE compare the internal date, SENT* the ``Date:`` header in its own zone.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from email.message import Message
+
+from missive.imap.parser import SearchKey, SeqSet
+from missive.mailbox.store import MessageInfo
+
+__all__ = ["Candidate", "matches", "needs_content"]
+
+_CONTENT_OPS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
+                          "SENTBEFORE", "SENTON", "SENTSINCE"})
+
+
+def needs_content(key: SearchKey) -> bool:
+    if key.op in _CONTENT_OPS:
+        return True
+    return any(isinstance(a, SearchKey) and needs_content(a) for a in key.args)
+
+
+@dataclass
+class Candidate:
+    """One message under test: its sequence number, metadata, and (lazily) its parsed content."""
+
+    seq: int
+    info: MessageInfo
+    flags: frozenset[str]
+    raw: bytes | None = None
+    _msg: Message | None = field(default=None, repr=False)
+    _body: str | None = field(default=None, repr=False)
+
+    @property
+    def message(self) -> Message:
+        if self._msg is None:
+            self._msg = email.message_from_bytes(self.raw or b"", policy=email.policy.compat32)
+        return self._msg
+
+    def header_values(self, name: str) -> list[str]:
+        return [_decode_header(v) for v in self.message.get_all(name, [])]
+
+    def headers_text(self) -> str:
+        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.message.items())
+
+    def body_text(self) -> str:
+        if self._body is None:
+            chunks: list[str] = []
+            try:
+                for part in self.message.walk():
+                    if part.is_multipart():
+                        continue
+                    if part.get_content_maintype() not in ("text", "message"):
+                        continue
+                    payload = part.get_payload(decode=True)
+                    if isinstance(payload, bytes):
+                        charset = part.get_content_charset() or "utf-8"
+                        try:
+                            chunks.append(payload.decode(charset, "replace"))
+                        except LookupError:
+                            chunks.append(payload.decode("utf-8", "replace"))
+            except Exception:  # noqa: BLE001 - malformed MIME: search the raw text
+                chunks.append((self.raw or b"").decode("utf-8", "replace"))
+            self._body = "\n".join(chunks).casefold()
+        return self._body
+
+
+def _decode_header(value: object) -> str:
+    text = str(value)
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except Exception:  # noqa: BLE001 - malformed encoded words: use the raw text
+        return text
+
+
+def _sent_date(c: Candidate) -> date | None:
+    value = c.message.get("Date")
+    if value is None:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(str(value)).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _contains(haystacks: list[str], needle: str) -> bool:
+    n = needle.casefold()
+    return any(n in h.casefold() for h in haystacks)
+
+
+@dataclass(frozen=True)
+class Context:
+    largest_seq: int
+    largest_uid: int
+    recent: frozenset[int]
+
+
+def matches(key: SearchKey, c: Candidate, ctx: Context) -> bool:
+    return _OPS[key.op](key.args, c, ctx)
+
+
+def _and(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    return all(matches(k, c, ctx) for k in args if isinstance(k, SearchKey))
+
+
+def _or(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    return any(matches(k, c, ctx) for k in args if isinstance(k, SearchKey))
+
+
+def _not(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    key = args[0]
+    return isinstance(key, SearchKey) and not matches(key, c, ctx)
+
+
+def _flag(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    name, present = str(args[0]), bool(args[1])
+    if name.startswith("\\"):
+        has = name.lower() in {f.lower() for f in c.flags}
+    else:
+        has = name in c.flags
+    return has == present
+
+
+def _seq(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    s = args[0]
+    return isinstance(s, SeqSet) and s.contains(c.seq, ctx.largest_seq)
+
+
+def _uid(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    s = args[0]
+    return isinstance(s, SeqSet) and s.contains(c.info.uid, ctx.largest_uid)
+
+
+def _text_header(name: str) -> Callable[[tuple[object, ...], Candidate, Context], bool]:
+    def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+        values = c.header_values(name)
+        raw = [str(v) for v in c.message.get_all(name, [])]
+        return _contains(values + raw, str(args[0]))
+    return check
+
+
+def _header(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    values = c.header_values(str(args[0]))
+    if not values:
+        return False
+    return str(args[1]) == "" or _contains(values, str(args[1]))
+
+
+def _body(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    return str(args[0]).casefold() in c.body_text()
+
+
+def _text(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+    return _contains([c.headers_text()], str(args[0])) or _body(args, c, ctx)
+
+
+def _internal(cmp: Callable[[date, date], bool]) -> Callable[
+        [tuple[object, ...], Candidate, Context], bool]:
+    def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+        wanted = args[0]
+        return isinstance(wanted, date) and cmp(c.info.internal_date.date(), wanted)
+    return check
+
+
+def _sent(cmp: Callable[[date, date], bool]) -> Callable[
+        [tuple[object, ...], Candidate, Context], bool]:
+    def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
+        sent = _sent_date(c)
+        wanted = args[0]
+        return sent is not None and isinstance(wanted, date) and cmp(sent, wanted)
+    return check
+
+
+def _before(a: date, b: date) -> bool:
+    return a < b
+
+
+def _on(a: date, b: date) -> bool:
+    return a == b
+
+
+def _since(a: date, b: date) -> bool:
+    return a >= b
+
+
+def _recent(c: Candidate, ctx: Context) -> bool:
+    return c.info.uid in ctx.recent
+
+
+def _seen(c: Candidate) -> bool:
+    return "\\Seen" in c.flags
+
+
+def _number_arg(args: tuple[object, ...]) -> int:
+    value = args[0]
+    return value if isinstance(value, int) else 0
+
+
+_OPS: dict[str, Callable[[tuple[object, ...], Candidate, Context], bool]] = {
+    "ALL": lambda a, c, x: True,
+    "AND": _and,
+    "OR": _or,
+    "NOT": _not,
+    "FLAG": _flag,
+    "SEQ": _seq,
+    "UID": _uid,
+    "NEW": lambda a, c, x: _recent(c, x) and not _seen(c),
+    "OLD": lambda a, c, x: not _recent(c, x),
+    "RECENT": lambda a, c, x: _recent(c, x),
+    "LARGER": lambda a, c, x: c.info.size > _number_arg(a),
+    "SMALLER": lambda a, c, x: c.info.size < _number_arg(a),
+    "MODSEQ": lambda a, c, x: c.info.modseq >= _number_arg(a),
+    "FROM": _text_header("From"),
+    "TO": _text_header("To"),
+    "CC": _text_header("Cc"),
+    "BCC": _text_header("Bcc"),
+    "SUBJECT": _text_header("Subject"),
+    "HEADER": _header,
+    "BODY": _body,
+    "TEXT": _text,
+    "BEFORE": _internal(_before),
+    "ON": _internal(_on),
+    "SINCE": _internal(_since),
+    "SENTBEFORE": _sent(_before),
+    "SENTON": _sent(_on),
+    "SENTSINCE": _sent(_since),
+}
