@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from missive.certs import files
+from missive.certs import files, identity
 from missive.certs.errors import (
     CAExists,
     CANotInitialised,
@@ -129,8 +129,6 @@ def ca_exists(settings: Settings) -> bool:
 
 def _info(cert: x509.Certificate, kind: Kind, cert_file: Path, key_file: Path | None,
           key_algorithm: str) -> CertInfo:
-    from missive.certs import identity
-
     names: list[str] = []
     ips: list[str] = []
     emails: list[str] = []
@@ -768,8 +766,6 @@ class ExpiryReport:
 
 def _item(role: str, cert: x509.Certificate, path: Path, now: datetime,
           warn_days: int) -> ExpiryItem:
-    from missive.certs import identity
-
     left = (cert.not_valid_after_utc - now).total_seconds() / 86400
     state: Literal["ok", "warning", "expired"] = (
         "expired" if left <= 0 else "warning" if left <= warn_days else "ok")
@@ -831,8 +827,8 @@ def check_expiry(
         lifetime = (nxt - crl.last_update_utc).total_seconds() / 86400
         crl_state: Literal["ok", "warning", "expired"] = (
             "expired" if left <= 0 else "warning" if left <= lifetime / 3 else "ok")
-        items.append(ExpiryItem("crl", "", _dn(crl.issuer), str(layout.crl), nxt, left,
-                                crl_state))
+        items.append(ExpiryItem("crl", "", identity.format_dn(crl.issuer), str(layout.crl),
+                                nxt, left, crl_state))
     for extra in settings.certs.extra_ca_files:
         if extra.exists():
             for cert in x509.load_pem_x509_certificates(extra.read_bytes()):
@@ -848,12 +844,6 @@ def check_expiry(
             log.warning("certs: %s %s %s (%.1f days left)", item.role, item.subject,
                         item.state, item.days_left)
     return ExpiryReport(warn, items)
-
-
-def _dn(name: x509.Name) -> str:
-    from missive.certs import identity
-
-    return identity.format_dn(name)
 
 
 # ---------------------------------------------------------------- first start
