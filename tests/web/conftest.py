@@ -28,7 +28,7 @@ from missive.identity.rpps import luhn_check_digit
 from missive.mailbox import crypto
 from missive.runtime import Core, build_core
 
-PASSWORD = "tulipe velo orage mardi"  # noqa: S105 - test credential
+PASSWORD = "tulipe velo orage mardi"
 
 
 def ins_number(n: int) -> str:

@@ -7,6 +7,8 @@ import html
 import re
 
 import httpx
+from sqlalchemy import select
+
 from conftest import (  # type: ignore[import-not-found]
     PASSWORD,
     PDF,
@@ -19,8 +21,6 @@ from conftest import (  # type: ignore[import-not-found]
     make_pro,
     message,
 )
-from sqlalchemy import select
-
 from missive.directory.models import Patient
 from missive.runtime import Core
 from missive.webmail import codes
@@ -117,11 +117,13 @@ async def test_read_message_attachment_and_sort(
     assert "Résultats de votre scanner" in archives.text
     assert "Résultats de votre scanner" not in (await client.get("/boite/reception")).text
     auid = int(re.search(r'/boite/archives/(\d+)"', archives.text).group(1))  # type: ignore[union-attr]
-    r = await client.post(f"/boite/archives/{auid}/supprimer", data={"csrf": csrf_of(archives.text)})
+    r = await client.post(f"/boite/archives/{auid}/supprimer",
+                          data={"csrf": csrf_of(archives.text)})
     trash = await client.get("/boite/corbeille")
     assert "Résultats de votre scanner" in trash.text
     tuid = int(re.search(r'/boite/corbeille/(\d+)"', trash.text).group(1))  # type: ignore[union-attr]
-    r = await client.post(f"/boite/corbeille/{tuid}/restaurer", data={"csrf": csrf_of(trash.text)})
+    r = await client.post(f"/boite/corbeille/{tuid}/restaurer",
+                          data={"csrf": csrf_of(trash.text)})
     assert "Résultats de votre scanner" in (await client.get("/boite/reception")).text
     # Search (POST: the words stay out of the URL).
     form = await client.get("/recherche")

@@ -148,10 +148,16 @@ async def viewer(request: Request) -> Viewer:
                              d.id == state.active_delegate_id) for d, p in pairs]
     current = next(((d, p) for d, p in pairs if d.id == state.active_delegate_id), None)
     if state.active_delegate_id is not None and current is None:
+        # Revoked or expired since the last request: refuse this one, and forget the choice so
+        # that the next page shows the caregiver's remaining mailboxes (if any).
+        async with web.core.db.write() as s:
+            await web.sessions.update(s, state.id, active_delegate_id=None)
         raise AccessRevoked()
     if current is None and pairs:
         current = pairs[0]
         choices[0] = MailboxChoice(choices[0].delegate_id, choices[0].label, True)
+        async with web.core.db.write() as s:  # remembered, so that revocation is noticed
+            await web.sessions.update(s, state.id, active_delegate_id=current[0].id)
     return Viewer(state, "person", person.id, person.display_name,
                   current[1] if current else None, current[0] if current else None, choices)
 

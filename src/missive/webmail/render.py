@@ -110,7 +110,8 @@ def sanitise_html(html: str, link_base: str) -> tuple[str, list[str]]:
 
     cleaned = nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
                         clean_content_tags=DROP_WITH_CONTENT, strip_comments=True,
-                        link_rel="noopener noreferrer nofollow", url_schemes=set(),
+                        link_rel="noopener noreferrer nofollow",
+                        url_schemes={"http", "https", "mailto"},
                         attribute_filter=attribute_filter)
     return cleaned, links
 
