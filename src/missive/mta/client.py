@@ -11,7 +11,7 @@ What a transaction does (RFC 5321 §3.3, §4.1.1):
 3. EHLO again (RFC 3207 §4.2: forget what was learnt before TLS);
 4. ``MAIL FROM`` with ``SIZE`` (RFC 1870), ``BODY=8BITMIME`` for 8-bit content (RFC 6152),
    ``SMTPUTF8`` for non-ASCII addresses (RFC 6531 §3.4), and, when the peer offers ``DSN``,
-   ``RET``/``ENVID`` (RFC 3461 §4.3, §4.4) — xtext-encoded (§4);
+   ``RET``/``ENVID`` (RFC 3461 §4.3, §4.4) — xtext (§4), passed on as received (§5.2);
 5. one ``RCPT TO`` per recipient, with ``NOTIFY``/``ORCPT`` when the peer offers ``DSN``
    (RFC 3461 §4.1, §4.2); each reply is kept for that recipient;
 6. ``DATA`` if at least one recipient was accepted; its reply applies to every accepted one.
@@ -50,6 +50,15 @@ def xtext(value: str) -> str:
     return "".join(out)
 
 
+_XTEXT_RE = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})+$")
+
+
+def as_xtext(value: str) -> str:
+    """``value`` if it already is xtext (the queue keeps ENVID and ORCPT as the client sent
+    them, so they pass on unchanged, RFC 3461 §5.2), else its xtext encoding."""
+    return value if _XTEXT_RE.match(value) else xtext(value)
+
+
 def enhanced_status(code: int, text: str) -> str:
     """The RFC 3463 status of a reply: the one it carries (RFC 2034), else derived from the
     basic code (X.0.0)."""
@@ -62,7 +71,7 @@ def enhanced_status(code: int, text: str) -> str:
 
 @dataclass(frozen=True)
 class Recipient:
-    """An envelope recipient with its RFC 3461 parameters (decoded)."""
+    """An envelope recipient with its RFC 3461 parameters (ORCPT as xtext, as received)."""
 
     address: str
     notify: tuple[str, ...] = ()
@@ -136,7 +145,7 @@ def _mail_options(sender: str, recipients: Sequence[Recipient], raw: bytes, *,
         if ret and ret.upper() in ("FULL", "HDRS"):
             options.append(f"RET={ret.upper()}")
         if envid:
-            options.append(f"ENVID={xtext(envid)}")
+            options.append(f"ENVID={as_xtext(envid)}")
     return options
 
 
@@ -150,7 +159,7 @@ def _rcpt_options(rcpt: Recipient, dsn: bool) -> list[str]:
     if rcpt.orcpt:
         addr_type, sep, value = rcpt.orcpt.partition(";")
         if sep:
-            options.append(f"ORCPT={addr_type.strip()};{xtext(value.strip())}")
+            options.append(f"ORCPT={addr_type.strip()};{as_xtext(value.strip())}")
     return options
 
 
@@ -252,6 +261,7 @@ __all__ = [
     "RecipientResult",
     "SendResult",
     "TransactionError",
+    "as_xtext",
     "enhanced_status",
     "send",
     "xtext",

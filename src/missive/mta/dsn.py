@@ -16,8 +16,9 @@ RFC 3461 decisions, in one place (:func:`wants` and :func:`return_full`):
   encrypted mailbox) and only the headers otherwise; a report with no failure in it returns the
   headers only, whatever RET says.
 - ENVID (§4.4) and ORCPT (§4.2) are echoed as ``Original-Envelope-Id`` and
-  ``Original-Recipient`` (RFC 3464 §2.2.1, §2.3.1). Values are kept decoded in the queue and
-  written here as they were given (they are printable US-ASCII by RFC 3461's xtext rules).
+  ``Original-Recipient`` (RFC 3464 §2.2.1, §2.3.1). The queue keeps them as the client sent
+  them, xtext-encoded (RFC 3461 §4), so that a relay passes them on unchanged (§5.2); the
+  report shows them decoded (:func:`xtext_decode`).
 
 Invariants: the builder is pure (bytes out, no I/O, clock passed in); lines end in CRLF; no
 line is longer than 998 octets except inside the returned message, which is copied as is;
@@ -63,6 +64,20 @@ class RecipientReport:
             raise ValueError(f"not an RFC 3463 status code: {self.status!r}")
 
 
+_XTEXT_ESCAPE = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 §4: undo the ``+XX`` escapes of an xtext value (UTF-8 bytes, RFC 6533)."""
+    if "+" not in value:
+        return value
+    raw = _XTEXT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw
+
+
 def notify_set(notify: Sequence[str] | None) -> frozenset[str]:
     """The NOTIFY keywords in force for a recipient (upper-case, default applied)."""
     given = frozenset(n.strip().upper() for n in (notify or ()) if n.strip())
@@ -106,8 +121,8 @@ def _addr_field(address: str, utf8: bool) -> str:
 def _orcpt_field(orcpt: str) -> str:
     addr_type, sep, value = orcpt.partition(";")
     if not sep:
-        return f"rfc822; {orcpt.strip()}"
-    return f"{addr_type.strip()}; {value.strip()}"
+        return f"rfc822; {_one_line(xtext_decode(orcpt.strip()))}"
+    return f"{addr_type.strip()}; {_one_line(xtext_decode(value.strip()))}"
 
 
 def _one_line(text: str) -> str:
@@ -164,7 +179,7 @@ def delivery_status(
     per recipient, blocks separated by an empty line."""
     head = [f"Reporting-MTA: dns; {reporting_mta}"]
     if envid:
-        head.append(f"Original-Envelope-Id: {_one_line(envid)}")
+        head.append(f"Original-Envelope-Id: {_one_line(xtext_decode(envid))}")
     if arrival is not None:
         head.append(f"Arrival-Date: {format_datetime(arrival)}")
     blocks = ["\n".join(head)]
@@ -206,7 +221,8 @@ def build_dsn(
     """
     if not reports:
         raise ValueError("a DSN needs at least one recipient report")
-    utf8 = _needs_utf8(to, *(r.address for r in reports), *(r.orcpt for r in reports))
+    utf8 = _needs_utf8(to, *(r.address for r in reports),
+                       *(xtext_decode(r.orcpt) for r in reports if r.orcpt))
     full = return_full(ret, reports)
     boundary = f"=_missive_dsn_{uuid.uuid4().hex}"
     fr_subject, en_subject = _subject(reports)
@@ -270,4 +286,5 @@ __all__ = [
     "notify_set",
     "return_full",
     "wants",
+    "xtext_decode",
 ]

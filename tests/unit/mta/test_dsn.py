@@ -53,9 +53,9 @@ def test_notify_decisions(notify: tuple[str, ...], kind: dsn.NotifyKind, expecte
 
 
 def test_failure_report_structure() -> None:
-    raw = dsn.build_dsn([_failed(orcpt="rfc822;B@two.test")], original=ORIGINAL,
+    raw = dsn.build_dsn([_failed(orcpt="rfc822;B+2Bx@two.test")], original=ORIGINAL,
                         to="a@one.test", reporting_mta="mail.one.test",
-                        postmaster="mailer-daemon@one.test", now=NOW, envid="ENV-42",
+                        postmaster="mailer-daemon@one.test", now=NOW, envid="ENV+2D42",
                         arrival=NOW - timedelta(minutes=5))
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
     msg = _parse(raw)
@@ -76,7 +76,8 @@ def test_failure_report_structure() -> None:
     assert "Original-Envelope-Id: ENV-42" in per_message
     assert "Arrival-Date:" in per_message
     per_rcpt = blocks[1].decode()
-    for line in ("Original-Recipient: rfc822; B@two.test", "Final-Recipient: rfc822; b@two.test",
+    # ORCPT and ENVID are shown xtext-decoded.
+    for line in ("Original-Recipient: rfc822; B+x@two.test", "Final-Recipient: rfc822; b@two.test",
                  "Action: failed", "Status: 5.1.1", "Remote-MTA: dns; mx.two.test",
                  "Diagnostic-Code: smtp; 550 5.1.1 no such mailbox", "Last-Attempt-Date:"):
         assert line in per_rcpt

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from missive.config import Settings, load_settings
-from missive.mta.client import enhanced_status, xtext
+from missive.mta.client import (
+    Recipient,
+    TransactionError,
+    _mail_options,
+    _rcpt_options,
+    as_xtext,
+    enhanced_status,
+    xtext,
+)
+from missive.mta.dsn import xtext_decode
 from missive.mta.relay import backoff_seconds
 from missive.mta.routing import (
     DnsTemporaryError,
@@ -131,3 +140,33 @@ def test_backoff_grows_and_is_capped() -> None:
     assert waits == [60, 120, 240, 480, 600, 600, 600]
     jittered = backoff_seconds(3, base=60, factor=2, cap=600, rng=random.Random(1))
     assert 240 * 0.9 <= jittered <= 240 * 1.1
+
+
+def test_xtext_values_pass_on_unchanged() -> None:
+    # RFC 3461 §5.2: ENVID and ORCPT are relayed as received (already xtext).
+    assert as_xtext("rfc822;a+2Bb@x.test") == "rfc822;a+2Bb@x.test"
+    assert as_xtext("id with space") == "id+20with+20space"
+    assert xtext_decode("a+2Bb+3Dc+20d") == "a+b=c d"
+    assert xtext_decode("+C3+A9lodie") == "élodie"
+
+
+def test_mail_and_rcpt_options_follow_the_peer_extensions() -> None:
+    rcpt = Recipient("a@peer.test", ("SUCCESS", "failure"), "rfc822;a+2B1@peer.test")
+    body = "é".encode()
+    with_dsn = {"size": "1000", "8bitmime": "", "dsn": ""}
+    assert _mail_options("s@x.test", [rcpt], body, extensions=with_dsn, ret="hdrs",
+                         envid="E 1") == ["SIZE=2", "BODY=8BITMIME", "RET=HDRS", "ENVID=E+201"]
+    assert _rcpt_options(rcpt, True) == ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;a+2B1@peer.test"]
+    # Without the DSN extension nothing of RFC 3461 is sent (the relay reports itself).
+    assert _mail_options("s@x.test", [rcpt], b"ascii", extensions={}, ret="FULL",
+                         envid="E1") == []
+    assert _rcpt_options(rcpt, False) == []
+
+
+def test_non_ascii_address_needs_smtputf8() -> None:
+    rcpt = Recipient("élodie@peer.test")
+    assert "SMTPUTF8" in _mail_options("s@x.test", [rcpt], b"x", extensions={"smtputf8": ""},
+                                       ret=None, envid=None)
+    with pytest.raises(TransactionError) as info:
+        _mail_options("s@x.test", [rcpt], b"x", extensions={}, ret=None, envid=None)
+    assert info.value.permanent and info.value.status == "5.6.7"
