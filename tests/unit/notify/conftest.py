@@ -11,5 +11,6 @@ from notify_helpers import Clock
 
 @pytest.fixture
 def clock(core: Any) -> Clock:
-    """A clock a little after now, so that rows written by deliveries are in its past."""
-    return Clock(datetime.now(UTC) + timedelta(seconds=1))
+    """A frozen clock 30 s ahead, so that rows the test delivers (in real time) are in its past
+    but a 60 s coalescing window opened by them is not over yet."""
+    return Clock(datetime.now(UTC) + timedelta(seconds=30))
