@@ -47,23 +47,87 @@ class MtaSettings(BaseModel):
     allow_plaintext_auth: bool = Field(
         False, description="Offer AUTH without TLS. Development only; refused elsewhere."
     )
+    command_timeout: float = Field(
+        300.0, gt=0, description="Seconds a client may stay silent between commands "
+        "(RFC 5321 §4.5.3.2.7)."
+    )
+    data_timeout: float = Field(
+        600.0, gt=0, description="Seconds a client has to send the whole message data after "
+        "354 (RFC 5321 §4.5.3.2.6)."
+    )
+    max_errors: int = Field(
+        10, ge=1, description="Syntax or sequence errors in one session before it is closed."
+    )
+    max_connections: int = Field(1000, ge=1, description="Open SMTP connections in total.")
+    max_connections_per_address: int = Field(
+        20, ge=1, description="Open SMTP connections from one client address (P10)."
+    )
+    rate_per_sender: float = Field(
+        120.0, ge=0, description="Messages a minute per authenticated sender (0 = no limit)."
+    )
+    rate_per_address: float = Field(
+        600.0, ge=0, description="Messages a minute per client address (0 = no limit)."
+    )
+    rate_burst: float = Field(
+        60.0, ge=1, description="Messages a sender may send at once before the rate applies "
+        "(five times this per client address)."
+    )
+    auth_lockout_threshold: int = Field(
+        5, ge=1, description="Failed logins for one (login, client address) before a lockout."
+    )
+    auth_lockout_seconds: float = Field(
+        30.0, ge=0, description="First lockout; each further one doubles (P10)."
+    )
+    auth_lockout_max_seconds: float = Field(
+        900.0, ge=0, description="Longest lockout: a lockout never lasts longer than this."
+    )
+    auth_lockout_address_threshold: int = Field(
+        30, ge=1, description="Failed logins from one client address, any login, before the "
+        "address is locked out (password spraying)."
+    )
+    auth_failures_per_session: int = Field(
+        3, ge=1, description="Failed AUTH commands before the session is closed with 421."
+    )
+    patient_submission: bool = Field(
+        False, description="Let active patients authenticate on the submission ports with "
+        "their webmail password (their mail still obeys P6: replies only)."
+    )
+    trust_refresh_seconds: float = Field(
+        30.0, gt=0, description="How often the MX listener reloads the trust-space CAs."
+    )
     attachment_allowlist: list[str] = Field(
         default_factory=lambda: [
+            "text/plain",
+            "text/html",
+            "message/delivery-status",
+            "message/global-delivery-status",
+            "message/disposition-notification",
+            "message/global-disposition-notification",
+            "text/rfc822-headers",
+            "message/global-headers",
+            "application/pkcs7-signature",
+            "application/x-pkcs7-signature",
             "application/pdf",
             "image/jpeg",
             "image/png",
             "image/gif",
             "image/tiff",
-            "text/plain",
             "text/xml",
             "application/xml",
+            "application/hl7-v3+xml",
+            "application/hl7-cda+xml",
             "application/hl7-v2",
+            "x-application/hl7-v2+er7",
+            "application/x-hl7",
+            "text/x-hprim",
             "application/x-hprim",
             "application/dicom",
             "application/zip",
-            "message/rfc822",
+            "application/x-zip-compressed",
         ],
-        description="Attachment media types accepted (P9).",
+        description="Attachment media types accepted (P9; `major/*` allowed). The default "
+        "is policy.DEFAULT_ATTACHMENT_TYPES: documents, images, CDA/HL7/HPRIM/DICOM, IHE XDM "
+        "zips, and the parts of DSNs, MDNs and S/MIME signatures.",
     )
     relay_static_routes: dict[str, str] = Field(
         default_factory=dict,

@@ -1,0 +1,263 @@
+"""What the submission and MX fronts share: the front context, EHLO, errors, DATA, delivery.
+
+aiosmtpd's state machine (``SMTP.smtp_<VERB>``) calls the handler hooks ``handle_<VERB>``.
+:class:`BaseHandler` implements the hooks both roles share; :mod:`.handlers_submission` and
+:mod:`.handlers_mx` add MAIL and RCPT, and what each checks after DATA.
+
+Implementation notes:
+
+- A hook that returns a reply replaces aiosmtpd's default action, so ``handle_MAIL`` and
+  ``handle_RCPT`` record the sender and recipients on the envelope themselves on success.
+- Every refusal (a :class:`PolicyRefusal`, or a framing/limit reply) is written to the audit log
+  with its rule and cause, never with content (:meth:`BaseHandler.audit_refusal`).
+- P11: ``250`` after DATA is sent only once :meth:`Delivery.commit` returned; any exception
+  there is logged and answered ``451 4.3.0`` (the client keeps the message and retries).
+- Nothing here logs message content, subjects or AUTH data. Addresses appear only in audit
+  entries about refusals (rule, listener, stage) and in debug logs.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+
+from missive.audit import log as audit
+from missive.certs.tls import ServerTLS
+from missive.config import Settings
+from missive.directory.recipients import RecipientInfo, resolve_recipient
+from missive.errors import PolicyRefusal
+from missive.mime.summary import MessageSummary, summarize
+from missive.mta import codes
+from missive.mta.framing import BareLineEnding, has_bare_line_ending
+from missive.mta.limits import Limits
+from missive.mta.received import received_header
+from missive.mta.session import RecipientPlan, SmtpEnvelope, SmtpSession
+from missive.policy import Port, RecipientFacts, RecipientKind, SenderKind, check_size
+
+if TYPE_CHECKING:
+    from missive.runtime import Core
+
+log = logging.getLogger(__name__)
+RecipientPlanKind = Literal["professional", "patient"]
+
+
+@dataclass
+class FrontContext:
+    """What every listener of one SMTP front shares."""
+
+    core: Core
+    limits: Limits
+    tls: dict[str, ServerTLS] = field(default_factory=dict)
+    #: CRLs we hold (our CA's and ``certs.crl_files``), refreshed with the trust space.
+    crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+
+@dataclass(frozen=True)
+class HeaderView:
+    """The header fields the fronts decide on (decoded, RFC 2047)."""
+
+    from_values: list[str]
+    sender_values: list[str]
+
+
+def read_headers(raw: bytes) -> HeaderView:
+    """``From:`` and ``Sender:`` values, decoded; never raises."""
+    try:
+        msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+        froms = [str(v) for v in (msg.get_all("From") or [])]
+        senders = [str(v) for v in (msg.get_all("Sender") or [])]
+    except Exception:  # noqa: BLE001 - a broken header is refused by P2, not a crash
+        return HeaderView([], [])
+    return HeaderView(froms, senders)
+
+
+def smtp_session(session: Session | None) -> SmtpSession:
+    assert isinstance(session, SmtpSession)  # noqa: S101 - our protocol creates them
+    return session
+
+
+def smtp_envelope(envelope: Envelope | None) -> SmtpEnvelope:
+    assert isinstance(envelope, SmtpEnvelope)  # noqa: S101 - our protocol creates them
+    return envelope
+
+
+class BaseHandler:
+    """Hooks common to the submission and MX listeners."""
+
+    #: ``source`` of the deliveries (the store's audit entries) and name in logs.
+    source = "smtp"
+
+    def __init__(self, ctx: FrontContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    # --- EHLO ------------------------------------------------------------------------------
+
+    def extensions(self, session: SmtpSession) -> list[str]:
+        """Extra EHLO keywords (besides SIZE, 8BITMIME, SMTPUTF8, STARTTLS from aiosmtpd)."""
+        return ["PIPELINING", "ENHANCEDSTATUSCODES", "DSN"]
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        s = smtp_session(session)
+        s.host_name = hostname
+        first, *rest = responses
+        kept = [r for r in rest if not r[4:].upper().startswith(("AUTH", "HELP"))]
+        lines = [first, *kept, *(f"250-{e}" for e in self.extensions(s))]
+        last = lines.pop()
+        return [*lines, "250 " + last[4:]]
+
+    # --- errors ----------------------------------------------------------------------------
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineEnding):
+            return codes.BARE_LINE_ENDING_COMMAND
+        if isinstance(error, ValueError) and "limit" in str(error).lower():
+            # asyncio's readline() over the line limit, during an AUTH exchange.
+            return codes.AUTH_LINE_TOO_LONG
+        log.error("smtp: unexpected error in the session", exc_info=error)
+        return codes.LOCAL_ERROR
+
+    async def audit_refusal(self, session: SmtpSession, stage: str, reply: str, *,
+                            rule: str, cause: str, actor: str | None = None) -> None:
+        """Append one audit entry for a refusal: rule and cause, never content."""
+        who = actor
+        if who is None and session.principal is not None:
+            who = session.principal.login
+        try:
+            async with self.ctx.core.db.write() as s:
+                await audit.append(
+                    s, "smtp.refuse", actor=who, outcome="refused",
+                    reason=f"{rule}: {cause}"[:500],
+                    details={"listener": session.listener, "stage": stage,
+                             "reply": reply[:3], "client": session.client_ip,
+                             "session": session.id},
+                )
+        except Exception:
+            log.exception("smtp: could not audit a refusal (%s %s)", rule, stage)
+
+    async def refuse(self, session: SmtpSession, stage: str, err: PolicyRefusal) -> str:
+        reply = codes.refusal(err)
+        await self.audit_refusal(session, stage, reply, rule=err.rule, cause=err.cause)
+        return reply
+
+    async def refuse_reply(self, session: SmtpSession, stage: str, reply: str, rule: str,
+                           cause: str) -> str:
+        await self.audit_refusal(session, stage, reply, rule=rule, cause=cause)
+        return reply
+
+    # --- DATA -------------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        s = smtp_session(session)
+        env = smtp_envelope(envelope)
+        raw = env.original_content or b""
+        if has_bare_line_ending(raw):
+            return await self.refuse_reply(s, "data", codes.BARE_LINE_ENDING_DATA, "P12",
+                                           "bare CR or LF in the message data")
+        try:
+            check_size(len(raw), self.settings.mta.max_message_size)
+            summary = summarize(raw)
+            await self.check_message(s, env, raw, summary)
+        except PolicyRefusal as err:
+            return await self.refuse(s, "data", err)
+        return await self.deliver(s, env, raw, summary)
+
+    async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
+                            summary: MessageSummary) -> None:
+        """Role-specific checks after DATA; raise :class:`PolicyRefusal` to refuse."""
+
+    def close_conversation(self, session: SmtpSession, summary: MessageSummary) -> bool:
+        return False
+
+    def delivery_actor(self, session: SmtpSession) -> str | None:
+        return session.principal.login if session.principal is not None else None
+
+    async def deliver(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
+                      summary: MessageSummary) -> str:
+        """Prepend ``Received:``, commit the delivery transaction, then (only then) 250."""
+        queue_id = secrets.token_hex(8)
+        rcpts = [p.address for p in envelope.plans]
+        trace = received_header(
+            helo=session.host_name or "unknown", client_ip=session.client_ip,
+            hostname=self.settings.mta.hostname, queue_id=queue_id, tls=session.tls,
+            esmtp=bool(session.extended_smtp), authenticated=session.principal is not None,
+            utf8=bool(envelope.smtp_utf8), recipients=rcpts,
+        )
+        sender = envelope.mail_from or ""
+        delivery = self.ctx.core.store.delivery(
+            sender="" if sender == "<>" else sender, source=self.source,
+            actor=self.delivery_actor(session))
+        delivery.ret = envelope.dsn.ret
+        delivery.envid = envelope.dsn.envid
+        delivery.close_conversation = self.close_conversation(session, summary)
+        for plan in envelope.plans:
+            if plan.kind == "remote":
+                delivery.add_remote(plan.address, notify=plan.dsn.notify, orcpt=plan.dsn.orcpt)
+            elif plan.mailbox_id is not None:
+                delivery.add_local(plan.mailbox_id)
+        try:
+            await delivery.commit(trace + raw, summary=summary)
+        except Exception:
+            log.exception("smtp: delivery failed, answered 451",
+                          extra={"session": session.id, "queue_id": queue_id})
+            return codes.LOCAL_ERROR
+        log.info("smtp: message accepted", extra={
+            "session": session.id, "queue_id": queue_id, "listener": session.listener,
+            "size": len(raw), "recipients": len(rcpts)})
+        return codes.accepted(queue_id)
+
+
+def rcpt_limit_reached(envelope: SmtpEnvelope, limit: int) -> bool:
+    return limit > 0 and len(envelope.rcpt_tos) >= limit
+
+
+def accept_recipient(envelope: SmtpEnvelope, address: str, options: Sequence[str]) -> None:
+    envelope.rcpt_tos.append(address)
+    envelope.rcpt_options.extend(options)
+
+
+async def lookup_recipient(ctx: FrontContext, address: str, *, port: Port,
+                           sender_kind: SenderKind) -> tuple[RecipientInfo, RecipientFacts]:
+    """Directory facts about one RCPT address, in the shape :func:`check_recipient` takes."""
+    async with ctx.core.db.read() as s:
+        info = await resolve_recipient(s, address, ctx.settings)
+    if info.kind == "patient":
+        kind = RecipientKind.LOCAL_PATIENT
+    elif info.kind == "professional":
+        kind = RecipientKind.LOCAL_PROFESSIONAL
+    elif info.kind == "remote":
+        kind = RecipientKind.TRUST_SPACE
+    else:
+        kind = RecipientKind.OUTSIDE
+    facts = RecipientFacts(
+        kind=kind, port=port, sender_kind=sender_kind, ins_error=info.ins_error,
+        patient_status=info.status if info.kind == "patient" and info.known else None,
+        mailbox_exists=info.mailbox_exists,
+    )
+    return info, facts
+
+
+def plan_for(info: RecipientInfo, address: str, held: bool) -> RecipientPlan:
+    """The delivery plan of an accepted recipient."""
+    if info.kind == "remote":
+        return RecipientPlan(address=address, kind="remote", mailbox_id=None)
+    kind: RecipientPlanKind = "patient" if info.kind == "patient" else "professional"
+    return RecipientPlan(address=address, kind=kind, mailbox_id=info.mailbox_id,
+                         professional_id=info.professional_id, patient_id=info.patient_id,
+                         held=held)

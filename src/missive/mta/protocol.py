@@ -1,0 +1,200 @@
+"""aiosmtpd's ``SMTP`` protocol with the few changes Missive needs; its state machine stays.
+
+What :class:`MissiveSMTP` changes, and why:
+
+- **Framing (P12)**: the per-connection reader refuses command lines that do not end with CRLF
+  (:mod:`.framing`); data with bare CR/LF is refused by the handler after the end of data.
+- **Replies**: every reply gets an RFC 3463 enhanced status code (:func:`codes.enhance`), and
+  5xx syntax/sequence errors are counted: at ``mta.max_errors`` the session is closed with
+  ``421 4.7.0``.
+- **DSN (RFC 3461)**: ``RET``/``ENVID`` on MAIL and ``NOTIFY``/``ORCPT`` on RCPT are taken out
+  of the command line before aiosmtpd parses it (:mod:`.params`), and handed to the handler
+  through the session.
+- **Limits (P10)**: connections per client address and in total (``421``), the command timeout
+  (aiosmtpd's idle timer, RFC 5321 §4.5.3.2.7) and a separate, longer timer for the whole
+  DATA phase (§4.5.3.2.6); a timeout is answered ``421 4.4.2`` before closing.
+- **TLS facts**: after the handshake (implicit TLS or STARTTLS) the session records version,
+  cipher and the verified client certificate, which is checked against the CRLs we hold when
+  OpenSSL could not check it during the handshake (:meth:`ServerTLS.check_peer`).
+- ``command_size_limits`` is made per connection (aiosmtpd keeps it on the class, so every
+  EHLO anywhere grew the shared MAIL limit); MAIL gets room for SIZE, BODY, SMTPUTF8, RET and
+  ENVID, RCPT for NOTIFY and ORCPT (RFC 3461 §4: ORCPT may be 500 octets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from missive.certs.errors import CertificateRevoked
+from missive.certs.tls import ServerTLS
+from missive.mta import codes
+from missive.mta.framing import make_strict
+from missive.mta.handlers import BaseHandler
+from missive.mta.params import (
+    MAIL_DSN,
+    RCPT_DSN,
+    MailDsn,
+    ParamError,
+    RcptDsn,
+    parse_mail_dsn,
+    parse_rcpt_dsn,
+    split_dsn,
+)
+from missive.mta.session import SmtpEnvelope, SmtpSession, TlsInfo
+
+log = logging.getLogger(__name__)
+
+_COMMAND_LIMIT = 512  # RFC 5321 §4.5.3.1.4
+_MAIL_LIMIT = _COMMAND_LIMIT + 26 + 16 + 10 + 10 + 106  # SIZE, BODY, SMTPUTF8, RET, ENVID
+_RCPT_LIMIT = _COMMAND_LIMIT + 30 + 506  # NOTIFY, ORCPT
+_COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 555})
+_AUDITED = {
+    codes.BARE_LINE_ENDING_COMMAND: ("P12", "bare CR or LF in a command line"),
+    codes.DATA_LINE_TOO_LONG: ("P12", "line over 1000 octets in the data"),
+    codes.COMMAND_TOO_LONG: ("P12", "command line over 512 octets"),
+    codes.MESSAGE_TOO_BIG: ("P8", "message over the size limit"),
+}
+
+
+class MissiveSMTP(SMTP):
+    """One SMTP connection on a Missive listener."""
+
+    def __init__(self, handler: BaseHandler, *, listener: str, server_tls: ServerTLS | None,
+                 data_timeout: float, max_errors: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.command_size_limits = collections.defaultdict(
+            lambda: _COMMAND_LIMIT, {"MAIL": _MAIL_LIMIT, "RCPT": _RCPT_LIMIT})
+        self.missive_handler = handler
+        self.listener = listener
+        self.server_tls = server_tls
+        self.data_timeout = data_timeout
+        self.max_errors = max_errors
+        self._counted_address: str | None = None
+
+    # --- state objects ------------------------------------------------------------------------
+
+    def _create_session(self) -> SmtpSession:
+        session = SmtpSession(self.loop)
+        session.listener = self.listener
+        return session
+
+    def _create_envelope(self) -> SmtpEnvelope:
+        return SmtpEnvelope()
+
+    def smtp_session(self) -> SmtpSession:
+        # A method, not a property: aiosmtpd runs inspect.getmembers() on the protocol.
+        assert isinstance(self.session, SmtpSession)  # noqa: S101
+        return self.session
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        make_strict(reader)
+        super()._cb_client_connected(reader, writer)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        session = self.smtp_session()
+        ssl_object = transport.get_extra_info("ssl_object")
+        session.tls = TlsInfo.of(ssl_object)
+        if ssl_object is not None and self.server_tls is not None:
+            try:
+                self.server_tls.check_peer(ssl_object)
+            except CertificateRevoked:
+                session.revoked = True
+                log.warning("smtp: revoked client certificate presented",
+                            extra={"session": session.id, "listener": self.listener})
+
+    async def _handle_client(self) -> None:
+        session = self.smtp_session()
+        limits = self.missive_handler.ctx.limits
+        refused = limits.connections.open(session.client_ip)
+        if refused is not None:
+            reply = codes.TOO_MANY_CONNECTIONS if refused == "address" else codes.SERVER_BUSY
+            await self.missive_handler.audit_refusal(
+                session, "connect", reply, rule="P10", cause=f"connection limit ({refused})")
+            self._writer.write(reply.encode("ascii") + b"\r\n")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._counted_address = session.client_ip
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted_address is not None:
+            self.missive_handler.ctx.limits.connections.close(self._counted_address)
+            self._counted_address = None
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(codes.TIMEOUT.encode("ascii") + b"\r\n")
+        super()._timeout_cb()
+
+    # --- replies ------------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if not (self._in_ehlo and text.startswith("250")):
+            text = codes.enhance(text)
+        await super().push(text)
+        session = self.smtp_session()
+        audited = _AUDITED.get(text)
+        if audited is not None:
+            await self.missive_handler.audit_refusal(session, "framing", text,
+                                                     rule=audited[0], cause=audited[1])
+        if codes.reply_code(text) in _COUNTED_ERRORS:
+            session.errors += 1
+            if session.errors >= self.max_errors and self.transport is not None:
+                await super().push(codes.TOO_MANY_ERRORS)
+                self.transport.close()
+
+    _in_ehlo = False
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+            # aiosmtpd adds room for SIZE and SMTPUTF8 at every EHLO; ours is already there.
+            self.command_size_limits["MAIL"] = _MAIL_LIMIT
+
+    # --- DSN parameters -----------------------------------------------------------------------
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        session = self.smtp_session()
+        try:
+            rest, found = split_dsn(arg, MAIL_DSN)
+            session.pending_mail_dsn = parse_mail_dsn(found) if found else MailDsn()
+        except ParamError as err:
+            await self.push(err.reply)
+            return
+        await super().smtp_MAIL(rest)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        session = self.smtp_session()
+        try:
+            rest, found = split_dsn(arg, RCPT_DSN)
+            session.pending_rcpt_dsn = parse_rcpt_dsn(found) if found else RcptDsn()
+        except ParamError as err:
+            await self.push(err.reply)
+            return
+        await super().smtp_RCPT(rest)
+
+    # --- DATA ---------------------------------------------------------------------------------
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reset_timeout(self.data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
