@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 #: ``core.extras`` key under which a test or a deployment injects its :class:`MxResolver`.
 RESOLVER_EXTRA = "relay.resolver"
 
+#: How long ``stop`` waits for a worker in the middle of a transaction.
+STOP_GRACE_SECONDS = 10.0
+
 Clock = Callable[[], datetime]
 TlsFactory = Callable[[Sequence[bytes]], ssl.SSLContext]
 
@@ -395,10 +398,15 @@ class RelayFront:
                        for i, w in enumerate(workers)]
 
     async def stop(self) -> None:
+        """Let each worker finish the row in hand for a short grace period, then cancel it.
+
+        A cancelled attempt leaves its row leased; it is retried when the lease ends (the peer
+        may then receive the message twice, as with any SMTP client that loses a reply)."""
         self._stop.set()
+        grace = min(STOP_GRACE_SECONDS, self.core.settings.mta.relay_timeout_seconds)
         for task in self._tasks:
             try:
-                await asyncio.wait_for(task, self.core.settings.mta.relay_timeout_seconds)
+                await asyncio.wait_for(task, grace)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:
