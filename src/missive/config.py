@@ -278,6 +278,11 @@ class NotifySettings(BaseModel):
     retry_max_seconds: float = Field(3600.0, gt=0, description="Longest delay between retries.")
     poll_seconds: float = Field(2.0, gt=0, description="How often the worker looks for work.")
     batch_size: int = Field(50, ge=1, description="Notices claimed per worker round.")
+    lease_seconds: float = Field(
+        0.0, ge=0,
+        description="A claimed notice whose worker died is resent (same key) after this; "
+                    "0 = 2 x timeout_seconds + 30. Must exceed the longest attempt.",
+    )
 
     @model_validator(mode="after")
     def _check_notify(self) -> NotifySettings:

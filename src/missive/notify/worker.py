@@ -94,7 +94,8 @@ class NotifyWorker:
         self.renderer = Renderer(self.config, self.settings.webmail)
         self.window = timedelta(seconds=self.config.coalesce_seconds)
         # A claimed notice comes back after this if its worker died: longer than any attempt.
-        self.lease = timedelta(seconds=2 * self.config.timeout_seconds + 30)
+        self.lease = timedelta(seconds=self.config.lease_seconds
+                               or 2 * self.config.timeout_seconds + 30)
         self._client: httpx.AsyncClient | None = None
         self.channels: dict[str, Channel] = (
             dict(channels) if channels is not None else self._build_channels())
