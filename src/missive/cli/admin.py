@@ -182,7 +182,7 @@ def report_import(
             f"{len(report.errors)} invalid row(s) out of {report.rows}: nothing imported. "
             "Fix them, or run again with --skip-invalid to import the valid rows only"
         )
-    if not args.json:
+    if not args.json and not getattr(args, "dry_run", False):
         extra = f", {report.updated} updated" if report.updated else ""
         skipped = f", {len(report.errors)} invalid row(s) skipped" if report.errors else ""
         sys.stdout.write(f"{report.imported} {noun} imported{extra}{skipped}\n")

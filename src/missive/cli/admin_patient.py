@@ -83,6 +83,8 @@ def register(admin: SubParsers) -> None:
     im.add_argument("file", metavar="FILE.csv")
     im.add_argument("--skip-invalid", action="store_true",
                     help="import the valid rows even if some are invalid")
+    im.add_argument("--dry-run", action="store_true",
+                    help="check the file and report, import nothing")
     extend_family(sub, "patient")
 
 
@@ -183,6 +185,7 @@ async def delete(args: argparse.Namespace) -> int:
 async def import_(args: argparse.Namespace) -> int:
     data = read_file(args.file, "CSV file")
     async with open_core(args) as core, core.db.write() as s:
-        report = await import_patients_csv(s, core.store, core.settings, data,
-                                           skip_invalid=args.skip_invalid, actor=actor())
+        report = await import_patients_csv(
+            s, core.store, core.settings, data, skip_invalid=args.skip_invalid,
+            dry_run=args.dry_run, actor=actor())
     return report_import(args, report, "patient(s)")

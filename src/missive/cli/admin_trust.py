@@ -46,6 +46,8 @@ def register(admin: SubParsers) -> None:
     im.add_argument("file", metavar="listeblanche.xml")
     im.add_argument("--skip-invalid", action="store_true",
                     help="import the valid domains even if some are invalid")
+    im.add_argument("--dry-run", action="store_true",
+                    help="check the file and report, import nothing")
     im.add_argument("--prune", action="store_true",
                     help="remove domains imported earlier that the new list no longer has")
     extend_family(sub, "trust")
@@ -107,5 +109,6 @@ async def import_(args: argparse.Namespace) -> int:
     data = read_file(args.file, "whitelist")
     async with open_core(args, master_key=False) as core, core.db.write() as s:
         report = await import_whitelist(s, data, skip_invalid=args.skip_invalid,
-                                        prune=args.prune, actor=actor())
+                                        prune=args.prune, dry_run=args.dry_run,
+                                        actor=actor())
     return report_import(args, report, "domain(s)", unit="Domaine #")

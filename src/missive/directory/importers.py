@@ -5,8 +5,9 @@ semicolon separated (what French spreadsheets write). Every row is checked — f
 duplicates inside the file, then against the directory — before anything is written, and every
 bad row is reported with its line number (the line where the record starts, the header being
 line 1) and the reason. If any row is bad nothing is imported, unless ``skip_invalid`` is set,
-in which case the good rows are. Everything happens in the caller's transaction, so an error
-while writing (a concurrent insert of the same INS) leaves the directory as it was.
+in which case the good rows are; with ``dry_run`` the file is only checked. Everything happens
+in the caller's transaction, so an error while writing (a concurrent insert of the same INS)
+leaves the directory as it was.
 
 Whitelist (``listeblanchemssante.xml``, SPEC §1): namespace
 ``https://listeblanche.mssante.fr/schema``, a root with ``DateDeGeneration`` (attribute or child
@@ -117,6 +118,13 @@ class ImportReport:
         }
 
 
+def _dry(report: ImportReport, dry_run: bool, count: int) -> bool:
+    if dry_run:
+        report.notes.append(f"dry run: {count} valid entr{'y' if count == 1 else 'ies'} "
+                            "would be imported; nothing was written")
+    return dry_run
+
+
 # CSV -----------------------------------------------------------------------------------------
 
 
@@ -213,6 +221,7 @@ async def import_patients_csv(
     data: bytes,
     *,
     skip_invalid: bool = False,
+    dry_run: bool = False,
     actor: str | None,
 ) -> ImportReport:
     """Import patients from CSV ``data`` (see the module docstring for the rules)."""
@@ -251,7 +260,7 @@ async def import_patients_csv(
             continue
         accepted.append(item)
     report.errors.sort(key=lambda e: e.line)
-    if report.rejected:
+    if report.rejected or _dry(report, dry_run, len(accepted)):
         return report
     for item in accepted:
         await insert_patient(session, store, item, actor=actor)
@@ -268,6 +277,7 @@ async def import_professionals_csv(
     data: bytes,
     *,
     skip_invalid: bool = False,
+    dry_run: bool = False,
     actor: str | None,
 ) -> ImportReport:
     """Import professionals from CSV ``data``; an optional ``password`` column sets passwords."""
@@ -316,7 +326,7 @@ async def import_professionals_csv(
             continue
         accepted.append((item, password))
     report.errors.sort(key=lambda e: e.line)
-    if report.rejected:
+    if report.rejected or _dry(report, dry_run, len(accepted)):
         return report
     for item, password in accepted:
         digest = await hash_password(settings, password) if password else None
@@ -425,6 +435,7 @@ async def import_whitelist(
     *,
     skip_invalid: bool = False,
     prune: bool = False,
+    dry_run: bool = False,
     actor: str | None,
 ) -> ImportReport:
     """Upsert the trust domains of a whitelist (see the module docstring)."""
@@ -433,7 +444,7 @@ async def import_whitelist(
                           errors=parsed.errors, skipped_invalid=skip_invalid)
     if parsed.generated:
         report.notes.append(f"list generated {parsed.generated}")
-    if report.rejected:
+    if report.rejected or _dry(report, dry_run, len(parsed.domains)):
         return report
     existing = {
         d.domain: d for d in (await session.execute(select(TrustDomain))).scalars()

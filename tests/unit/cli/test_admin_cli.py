@@ -189,6 +189,11 @@ def test_csv_import_all_or_nothing(run: Run, tmp_path: Path) -> None:
     assert "line 4: sex: must be M or F" in done.stderr
     assert "nothing imported" in done.stderr
     assert _json(run("patient", "list", "--json")) == []
+    checked = _json(run("patient", "import", str(csv_file), "--skip-invalid", "--dry-run",
+                        "--json"))
+    assert isinstance(checked, dict) and checked["imported"] == 0
+    assert "1 valid entry would be imported" in checked["notes"][0]
+    assert _json(run("patient", "list", "--json")) == []
     report = _json(run("patient", "import", str(csv_file), "--skip-invalid", "--json"))
     assert isinstance(report, dict)
     assert (report["imported"], report["invalid"]) == (1, 2)
