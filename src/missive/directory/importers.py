@@ -73,7 +73,7 @@ PRO_COLUMNS = {
     "password": False,
 }
 
-#: Largest CSV accepted (bytes); a directory of a few hundred thousand rows fits.
+#: Largest CSV or XML file accepted (bytes); a directory of a few hundred thousand rows fits.
 MAX_CSV_BYTES = 200 * 1024 * 1024
 
 
@@ -376,6 +376,8 @@ def _child_text(elem: Element, name: str) -> str | None:
 def parse_whitelist(data: bytes) -> Whitelist:
     """Parse ``listeblanchemssante.xml``; each bad ``Domaine`` becomes a :class:`RowError`
     whose ``line`` is the 1-based position of the ``Domaine`` in the file."""
+    if len(data) > MAX_CSV_BYTES:
+        raise ImportFileError(f"file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MiB")
     try:
         root = SafeET.fromstring(data)
     except DefusedXmlException as exc:
