@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
   openssl
   curl
+  chromium
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
