@@ -20,11 +20,11 @@ def _fake_module(name: str, **hooks: object) -> types.ModuleType:
 
 
 def test_optional_family_and_action_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
-    def register(admin: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def register(admin: argparse._SubParsersAction) -> None:
         q = admin.add_parser("queue")
         q.set_defaults(func=lambda args: 0, marker="queue")
 
-    def register_trust(trust: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def register_trust(trust: argparse._SubParsersAction) -> None:
         r = trust.add_parser("refresh")
         r.set_defaults(func=lambda args: 0, marker="trust-refresh")
 
