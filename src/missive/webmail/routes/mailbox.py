@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -40,6 +41,8 @@ FOLDERS: dict[str, tuple[str, str]] = {
     "envoyes": ("Sent", "Messages envoyés"),
     "corbeille": ("Trash", "Corbeille"),
 }
+#: Dates are shown in French legal time (the patients of a French operator).
+DISPLAY_ZONE = ZoneInfo("Europe/Paris")
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
           "octobre", "novembre", "décembre")
 
@@ -62,6 +65,8 @@ def french_date(value: str | datetime) -> str:
             dt = None
     if dt is None:
         return "date inconnue"
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(DISPLAY_ZONE)
     return f"{dt.day} {MONTHS[dt.month - 1]} {dt.year} à {dt.hour:02d} h {dt.minute:02d}"
 
 

@@ -1,0 +1,306 @@
+"""The webmail in a real browser: headless Chromium from Debian driven by Playwright, axe-core.
+
+The web front runs as in ``missive serve`` (``webmail.server.start`` on this event loop, port 0);
+one-time codes go through the real SMS webhook channel to a local HTTP server that checks the
+HMAC signature. Every page is checked by axe-core (no serious or critical violation), used with
+JavaScript disabled, and photographed at 360 px wide and at 200 % zoom (CSS viewport of 640 px
+at device scale 2) without horizontal scrolling. Screenshots go to ``$MISSIVE_ARTEFACTS_DIR``
+(default ``build/web-artefacts``). An XSS corpus must execute nothing and load nothing remote.
+
+Skipped, saying why, when ``/usr/bin/chromium`` or Playwright is missing (``scripts/test-deps.sh``
+installs Chromium; ``pip install -e '.[test]'`` installs Playwright and axe-playwright-python).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import (  # type: ignore[import-not-found]
+    PASSWORD,
+    PDF,
+    deliver,
+    ins_number,
+    make_core,
+    make_patient,
+    make_pro,
+    message,
+    web_settings,
+)
+from missive.runtime import Core
+from missive.webmail import codes
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOOK_SECRET = "webhook-secret-for-tests-0123456789"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed at /usr/bin/chromium (scripts/test-deps.sh)",
+                allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.async_api",
+                                     reason="Playwright is not installed (pip install '.[test]')")
+axe_api = pytest.importorskip("axe_playwright_python.async_playwright",
+                              reason="axe-playwright-python is not installed")
+
+
+@dataclass
+class Recorder:
+    """A local HTTP server that records what it receives."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def codes(self) -> list[str]:
+        out = []
+        for r in self.requests:
+            found = re.search(r"\b(\d{6})\b", r.get("json", {}).get("text", ""))
+            if found:
+                out.append(found.group(1))
+        return out
+
+
+def _serve(recorder: Recorder) -> Iterator[Recorder]:
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            entry: dict[str, Any] = {"path": self.path, "headers": dict(self.headers),
+                                     "body": body}
+            try:
+                entry["json"] = json.loads(body) if body else {}
+            except ValueError:
+                entry["json"] = {}
+            recorder.requests.append(entry)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_GET = do_POST = _record
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    recorder.server = server
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def sms_hook() -> Iterator[Recorder]:
+    yield from _serve(Recorder())
+
+
+@pytest.fixture
+def remote() -> Iterator[Recorder]:
+    """Stands for the Internet: any request it receives is a leak of remote content."""
+    yield from _serve(Recorder())
+
+
+@dataclass
+class Live:
+    core: Core
+    url: str
+    hook: Recorder
+
+
+@pytest.fixture
+async def live(tmp_path: Path, sms_hook: Recorder) -> AsyncIterator[Live]:
+    from missive.webmail.server import start
+
+    settings = web_settings(tmp_path / "data", webmail={"port": 0, "secure_cookies": True},
+                            notify={"sms_webhook_url": sms_hook.url + "/sms",
+                                    "sms_webhook_secret": HOOK_SECRET})
+    core = await make_core(settings)
+    front = await start(core)
+    try:
+        yield Live(core, f"http://127.0.0.1:{front.ports['web']}", sms_hook)
+    finally:
+        await front.stop()
+        await core.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+def artefacts() -> Path:
+    path = Path(os.environ.get("MISSIVE_ARTEFACTS_DIR", "build/web-artefacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def submit(page: Any, button: str) -> None:
+    async with page.expect_navigation():
+        await page.get_by_role("button", name=button).click()
+
+
+async def browser_login(page: Any, live: Live, identifier: str) -> None:
+    await page.goto(live.url + "/connexion")
+    await page.get_by_label("Numéro INS ou adresse e-mail").fill(identifier)
+    await page.get_by_label("Mot de passe").fill(PASSWORD)
+    before = len(live.hook.codes())
+    await submit(page, "Continuer")
+    assert len(live.hook.codes()) == before + 1, "no one-time code reached the SMS webhook"
+    await page.get_by_label("Code à 6 chiffres").fill(live.hook.codes()[-1])
+    await submit(page, "Valider le code")
+    assert page.url.endswith("/boite/reception")
+
+
+async def test_patient_journey_without_javascript_then_axe_and_layout(
+        live: Live, browser: Any) -> None:
+    core = live.core
+    patient = await make_patient(core, 40, status="pending", password=None)
+    pro = await make_pro(core, 40, "Marie Curie", "Radiologue")
+    uid = await deliver(core, pro.address, patient, message(
+        pro.address, "p@x", "Résultats du scanner", "Bonjour,\nvoici le compte rendu.",
+        attachments=[("compte-rendu.pdf", "application/pdf", PDF)]))
+    async with core.db.write() as s:
+        issued = await codes.issue_code(s, core.settings, patient.id, "activation")
+
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    visited: list[str] = []
+    await page.goto(live.url + "/activation")
+    await page.get_by_label("Numéro INS").fill(ins_number(40))
+    await page.get_by_label("Code reçu").fill(issued.display)
+    await submit(page, "Continuer")
+    visited.append("/mot-de-passe")
+    await page.get_by_label("Nouveau mot de passe").fill(PASSWORD)
+    await page.get_by_label("Confirmer le mot de passe").fill(PASSWORD)
+    await submit(page, "Enregistrer mon mot de passe")
+    assert "Votre mot de passe est enregistré" in await page.content()
+    await browser_login(page, live, ins_number(40))
+    hook = live.hook.requests[-1]
+    ts, sig = hook["headers"]["X-Missive-Timestamp"], hook["headers"]["X-Missive-Signature"]
+    expected = hmac.new(HOOK_SECRET.encode(), ts.encode() + b"." + hook["body"], hashlib.sha256)
+    assert sig == "sha256=" + expected.hexdigest()
+    assert hook["json"]["to"] == "+33612345678"
+    cookies = await context.cookies()
+    assert any(c["name"] == "__Host-missive" and c["httpOnly"] and c["sameSite"] == "Strict"
+               for c in cookies)
+    await page.get_by_role("link", name=re.compile("Résultats du scanner")).click()
+    assert page.url.endswith(f"/boite/reception/{uid}")
+    assert "voici le compte rendu" in await page.content()
+    async with page.expect_download() as dl_info:
+        await page.get_by_role("link", name=re.compile("^Télécharger")).click()
+    download = await dl_info.value
+    assert download.suggested_filename == "compte-rendu.pdf"
+    assert Path(await download.path()).read_bytes() == PDF
+    await submit(page, "Archiver")
+    assert "rangé dans les archives" in await page.content()
+    visited += ["/boite/reception", f"/boite/reception/{uid}", "/boite/archives",
+                "/boite/corbeille", "/boite/envoyes", "/recherche", "/parametres", "/journal",
+                "/fermer-mon-compte", "/connexion/code"]
+    await context.close()
+
+    # Same pages with JavaScript on, for axe-core, and for the layout checks.
+    public = ["/connexion", "/activation", "/mot-de-passe-oublie"]
+    await _check_pages(browser, live, public, logged_in=False)
+    archived_uid = 1
+    pages = ["/boite/reception", f"/boite/archives/{archived_uid}", "/boite/archives",
+             "/boite/corbeille", "/recherche", "/parametres", "/journal", "/fermer-mon-compte"]
+    await _check_pages(browser, live, pages, logged_in=True)
+
+
+async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in: bool) -> None:
+    out = artefacts()
+    for label, viewport, scale in (("360px", {"width": 360, "height": 740}, 1),
+                                   ("zoom200", {"width": 640, "height": 400}, 2)):
+        context = await browser.new_context(viewport=viewport, device_scale_factor=scale)
+        page = await context.new_page()
+        if logged_in:
+            await browser_login(page, live, ins_number(40))
+        for path in paths:
+            response = await page.goto(live.url + path)
+            assert response is not None and response.status == 200, path
+            if label == "360px":
+                results = await axe_api.Axe().run(page)
+                bad = [v for v in results.response["violations"]
+                       if v.get("impact") in ("serious", "critical")]
+                assert not bad, (path, [(v["id"], v["help"]) for v in bad])
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            name = re.sub(r"[^a-z0-9]+", "-", path.strip("/")) or "racine"
+            await page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
+            assert overflow <= 0, f"{path} scrolls horizontally by {overflow}px at {label}"
+        await context.close()
+
+
+XSS_CORPUS = [
+    '<script>window.__pwned = 1; alert(1)</script>',
+    '<img src="{remote}/img1" onerror="window.__pwned=2">',
+    '<svg onload="window.__pwned=3"></svg>',
+    '<a href="javascript:window.__pwned=4">clic</a>',
+    '<iframe src="javascript:window.top.__pwned=5"></iframe>',
+    '<body onload="window.__pwned=6">',
+    '<div style="background-image:url({remote}/bg)">fond</div>',
+    '<link rel="stylesheet" href="{remote}/css">',
+    '<style>@import url("{remote}/import"); body {{ background: url({remote}/bg2) }}</style>',
+    '<object data="{remote}/obj"></object><embed src="{remote}/embed">',
+    '<video poster="{remote}/poster"></video><audio src="{remote}/audio"></audio>',
+    '<table background="{remote}/tbg"><tr><td>t</td></tr></table>',
+    '<math><mtext><table><mglyph><style><img src="{remote}/mx" onerror="window.__pwned=7">',
+    '<noscript><p title="</noscript><img src=x onerror=window.__pwned=8>">',
+    '<form action="{remote}/form"><button>envoyer</button></form>',
+    '<meta http-equiv="refresh" content="0;url={remote}/refresh">',
+    '<base href="{remote}/"><a href="rel">relatif</a>',
+    '<input autofocus onfocus="window.__pwned=9">',
+    '<details open ontoggle="window.__pwned=10">',
+    '"><img src=x onerror=window.__pwned=11>',
+]
+
+
+async def test_xss_corpus_executes_nothing_and_loads_nothing_remote(
+        live: Live, browser: Any, remote: Recorder) -> None:
+    core = live.core
+    patient = await make_patient(core, 41)
+    pro = await make_pro(core, 41)
+    html = "<p>Bonjour</p>" + "".join(x.format(remote=remote.url) for x in XSS_CORPUS)
+    uid = await deliver(core, pro.address, patient,
+                        message(pro.address, "p@x", "Piège", text=None, html=html))
+    context = await browser.new_context()
+    page = await context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    await browser_login(page, live, ins_number(41))
+    await page.goto(live.url + f"/boite/reception/{uid}")
+    await page.wait_for_load_state("networkidle")
+    await page.keyboard.press("Tab")
+    for element in await page.query_selector_all("details, a"):
+        await element.focus()
+    assert await page.evaluate("window.__pwned === undefined")
+    assert dialogs == []
+    assert remote.requests == [], [r["path"] for r in remote.requests]
+    await context.close()
