@@ -175,7 +175,7 @@ async def test_error_limit_closes_session(tmp_path_factory: pytest.TempPathFacto
     env = await smtp_env(tmp_path_factory.mktemp("smtp-errors"), max_errors=3)
     try:
         raw = await Raw.connect(env, login=False)
-        replies = [await raw.cmd(b"MAIL\r\n") for _ in range(3)]
+        replies = [await raw.cmd(b"HELO\r\n") for _ in range(3)]
         assert all(r.startswith(b"501 5.5.4") for r in replies)
         assert (await raw.reply()).startswith(b"421 4.7.0 Too many errors")
         assert await raw.reader.read() == b""
