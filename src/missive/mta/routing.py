@@ -23,9 +23,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from missive.config import Settings
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 STATIC_WILDCARD = "*"
 
@@ -78,7 +81,8 @@ class DnsResolver:
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self._resolver: object | None = None  # built on first use: no I/O at construction
+        # Built on first use (it reads resolv.conf): no I/O at construction.
+        self._resolver: dns.asyncresolver.Resolver | None = None
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         import dns.asyncresolver
@@ -87,10 +91,8 @@ class DnsResolver:
 
         if self._resolver is None:
             self._resolver = dns.asyncresolver.Resolver()
-        resolver = self._resolver
-        assert isinstance(resolver, dns.asyncresolver.Resolver)  # noqa: S101
         try:
-            answer = await resolver.resolve(domain, "MX", lifetime=self.timeout)
+            answer = await self._resolver.resolve(domain, "MX", lifetime=self.timeout)
         except dns.resolver.NXDOMAIN:
             raise NoSuchDomain(domain) from None
         except dns.resolver.NoAnswer:

@@ -73,10 +73,12 @@ class ScriptedWorker(RelayWorker):
                          tls_factory=lambda cas: ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
         self.script = script
         self.sent: list[list[str]] = []
+        self.routes: list[Route] = []
 
     async def _send(self, route: Route, tls: ssl.SSLContext, claim: Any,
                     recipients: Sequence[Any]) -> SendResult:
         self.sent.append([r.address for r in recipients])
+        self.routes.append(route)
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
@@ -337,3 +339,21 @@ async def test_front_starts_and_stops(core: Any, sender_box: int) -> None:
     await asyncio.sleep(0.1)
     await front.stop()
     assert all(t.done() for t in front._tasks)
+
+
+async def test_mx_lookup_through_the_resolver_in_core_extras(core: Any, sender_box: int) -> None:
+    class Resolver:
+        async def mx(self, domain: str) -> list[tuple[int, str]]:
+            assert domain == PEER
+            return [(20, "mx2.peer.test."), (10, "mx1.peer.test.")]
+
+    core.settings.mta.relay_static_routes = {}
+    core.extras[relay_mod.RESOLVER_EXTRA] = Resolver()
+    await _queue(core, ["a@peer.test"])
+    # The preferred host does not answer; the next one does.
+    worker = ScriptedWorker(core, Clock(), [DOWN, ok])
+    await worker.run_once()
+    assert [(r.host, r.port) for r in worker.routes] == [("mx1.peer.test", 25),
+                                                         ("mx2.peer.test", 25)]
+    [row] = await _rows(core)
+    assert row.state == "sent"

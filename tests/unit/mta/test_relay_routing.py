@@ -20,6 +20,7 @@ from missive.mta.client import (
 from missive.mta.dsn import xtext_decode
 from missive.mta.relay import backoff_seconds
 from missive.mta.routing import (
+    DnsResolver,
     DnsTemporaryError,
     NoSuchDomain,
     Route,
@@ -170,3 +171,45 @@ def test_non_ascii_address_needs_smtputf8() -> None:
     with pytest.raises(TransactionError) as info:
         _mail_options("s@x.test", [rcpt], b"x", extensions={}, ret=None, envid=None)
     assert info.value.permanent and info.value.status == "5.6.7"
+
+
+class _FakeDnsResolver:
+    """Stands in for ``dns.asyncresolver.Resolver``: answers or raises per domain."""
+
+    def __init__(self, outcomes: dict[str, object]) -> None:
+        self.outcomes = outcomes
+
+    async def resolve(self, domain: str, rdtype: str, lifetime: float) -> object:
+        outcome = self.outcomes[domain]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+async def test_dnspython_resolver_maps_answers_and_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+    import dns.rdtypes.ANY.MX
+    import dns.resolver
+
+    def mx(pref: int, host: str) -> object:
+        return dns.rdtypes.ANY.MX.MX(1, 15, pref, dns.name.from_text(host))
+
+    outcomes: dict[str, object] = {
+        "ok.test": [mx(10, "mx1.ok.test."), mx(20, "mx2.ok.test.")],
+        "null.test": [mx(0, ".")],
+        "nx.test": dns.resolver.NXDOMAIN(),
+        "nomx.test": dns.resolver.NoAnswer(),
+        "slow.test": dns.exception.Timeout(),
+    }
+    monkeypatch.setattr(dns.asyncresolver, "Resolver", lambda: _FakeDnsResolver(outcomes))
+    resolver = DnsResolver(timeout=1)
+    assert await resolver.mx("ok.test") == [(10, "mx1.ok.test"), (20, "mx2.ok.test")]
+    assert await resolver.mx("null.test") == [(0, ".")]
+    assert await resolver.mx("nomx.test") == []
+    with pytest.raises(NoSuchDomain):
+        await resolver.mx("nx.test")
+    with pytest.raises(DnsTemporaryError):
+        await resolver.mx("slow.test")
