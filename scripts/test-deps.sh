@@ -5,6 +5,8 @@ set -euo pipefail
 PACKAGES=(
   openssl
   curl
+  isync
+  offlineimap3
   chromium
 )
 missing=()

@@ -176,7 +176,11 @@ class Session:
         caps = list(CAPABILITIES)
         if self.state == NOT_AUTH:
             if self.io.tls:
-                caps += ["AUTH=PLAIN", "AUTH=EXTERNAL"]
+                caps.append("AUTH=PLAIN")
+                # Only offered with a client certificate in hand: clients such as mbsync pick
+                # the first mechanism they know, and EXTERNAL without a certificate must fail.
+                if self.io.peer_certificate() is not None:
+                    caps.append("AUTH=EXTERNAL")
             else:
                 caps += ["STARTTLS", "LOGINDISABLED"]
         return caps
