@@ -16,14 +16,14 @@ from test_imap_clients import LOGIN, PASSWORD, Env, env, message  # noqa: F401 -
 COUNT = 500
 
 
-async def _fill(env: Env, count: int) -> None:
-    mbox = await env.core.store.open(env.mailbox_id)
+async def _fill(e: Env, count: int) -> None:
+    mbox = await e.core.store.open(e.mailbox_id)
     for i in range(count):
         await mbox.append("INBOX", message(i, attachment=i % 5 == 0, forwarded=i % 50 == 0))
 
 
-async def _server_state(env: Env) -> dict[int, frozenset[str]]:
-    mbox = await env.core.store.open(env.mailbox_id)
+async def _server_state(e: Env) -> dict[int, frozenset[str]]:
+    mbox = await e.core.store.open(e.mailbox_id)
     return {m.uid: m.flags for m in await mbox.messages("INBOX")}
 
 
