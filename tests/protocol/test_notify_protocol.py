@@ -15,11 +15,13 @@ import email.policy
 import hashlib
 import hmac
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -437,4 +439,107 @@ async def test_kill_and_restart_mid_batch(core: Any, clock: Clock, sink: Webhook
         by_key.setdefault(r.key, set()).add(json.loads(r.body)["to"].encode()
                                              + json.loads(r.body)["text"].encode())
     assert all(len(v) == 1 for v in by_key.values())  # a resend is the same notice
+    no_markers(*(r.body for r in sink.requests))
+
+
+# --- the real process: `missive serve --only notify`, killed with SIGKILL ----------------------
+
+def _env(**notify: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIVE_")}
+    env.update({f"MISSIVE_NOTIFY__{k.upper()}": v for k, v in notify.items()})
+    env["MISSIVE_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+async def _missive(data_dir: Path, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "missive", "--data-dir", str(data_dir), *args, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def _until(predicate: Callable[[], bool], what: str, limit: float = 60) -> None:
+    """Poll a condition (not a timing assertion: the limit only bounds a broken run)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _until_async(predicate: Callable[[], Awaitable[bool]], what: str,
+                       limit: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_sigkill_of_serve_only_notify_mid_batch(tmp_path: Path, sink: WebhookSink) -> None:
+    """``missive serve --only notify`` is killed (SIGKILL) while notices are in flight; a new
+    process sends what is left, under the keys stored before the first attempt."""
+    from missive.config import load_settings
+    from missive.db.engine import Database
+    from missive.runtime import build_core
+
+    data_dir = tmp_path / "data"
+    env = _env()
+    init = await _missive(data_dir, "init", "--test-mode", env=env)
+    assert await init.wait() == 0
+    core = await build_core(load_settings(data_dir), with_master_key=True)
+    try:
+        boxes = [await make_patient(core, n, notify="sms") for n in range(1, 4)]
+        for mid in boxes:
+            await deliver(core, mid)
+    finally:
+        await core.close()
+
+    release = asyncio.Event()
+
+    async def hang_after_first(request: Request) -> None:
+        if len(sink.requests) >= 2:
+            await release.wait()
+
+    sink.on_request = hang_after_first
+    env = _env(sms_webhook_url=sink.url, sms_webhook_secret=SMS_SECRET, coalesce_seconds="0",
+               quiet_hours="", poll_seconds="0.2", timeout_seconds="60", lease_seconds="2")
+    first = await _missive(data_dir, "serve", "--only", "notify", env=env)
+    try:
+        await _until(lambda: len(sink.requests) >= 2, "requests in flight")
+    finally:
+        first.kill()  # SIGKILL: no cleanup of any kind
+        await first.wait()
+    release.set()
+    sink.on_request = None
+    # The gateway may well have accepted the hung requests after the client died; it cannot
+    # tell. What matters is that any resend carries the same key.
+
+    second = await _missive(data_dir, "serve", "--only", "notify", env=env)
+    db = Database(load_settings(data_dir).sqlalchemy_url)
+    try:
+        states: list[str] = []
+
+        async def all_sent() -> bool:
+            async with db.read() as s:
+                states[:] = (await s.execute(select(NotificationDelivery.state))).scalars()
+            return states == ["sent"] * len(boxes)
+
+        await _until_async(all_sent, "every notice recorded as sent")
+        async with db.read() as s:
+            rows = list((await s.execute(select(NotificationDelivery))).scalars())
+    finally:
+        await db.dispose()
+        second.terminate()
+        await second.wait()
+    expected = {r.idempotency_key for r in rows}
+    assert len(expected) == len(boxes) and [r.state for r in rows] == ["sent"] * len(boxes)
+    assert {r.key for r in sink.requests} == expected  # never a key that was not stored
+    assert set(sink.accepted) == expected
+    assert len(sink.requests) > len(expected)  # the hung notices were indeed sent again
+    bodies: dict[str, set[str]] = {}
+    for request in sink.requests:
+        check_signature(request, SMS_SECRET)
+        bodies.setdefault(request.key, set()).add(json.loads(request.body)["text"])
+    assert all(len(texts) == 1 for texts in bodies.values())
     no_markers(*(r.body for r in sink.requests))
