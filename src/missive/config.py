@@ -159,6 +159,9 @@ class MtaSettings(BaseModel):
         120.0, gt=0, description="Timeout of each SMTP step when relaying (connect, DATA…)."
     )
     relay_dns_timeout_seconds: float = Field(10.0, gt=0, description="MX lookup timeout.")
+    relay_keep_days: float = Field(
+        30.0, ge=0, description="Delete finished relay queue entries (sent/failed) after this."
+    )
 
 
 class ImapSettings(BaseModel):
