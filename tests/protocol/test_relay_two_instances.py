@@ -163,3 +163,26 @@ async def test_unknown_mailbox_at_peer_returns_a_dsn(instances: dict[str, Instan
     assert b"Final-Recipient: rfc822; nobody@b.test" in raw
     assert b"Action: failed" in raw and b"Status: 5." in raw
     assert [s for s, _ in await _queue_states(a)] == ["failed"]
+
+
+async def test_running_relay_front_delivers(instances: dict[str, Instance]) -> None:
+    """``missive serve``'s relay front: workers pick queued mail up without being asked."""
+    import asyncio
+
+    from missive.mta import relay
+
+    a, b = instances["a"], instances["b"]
+    a.settings.mta.relay_poll_seconds = 0.05
+    front = await relay.start(a.core)
+    try:
+        d = a.core.store.delivery(sender=a.address, source="test")
+        d.add_remote(b.address)
+        await d.commit(_message(a, b.address, "automatique"))
+        for _ in range(400):  # generous bound on a loaded machine; not a timing assertion
+            if await _inbox(b):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await front.stop()
+    [received] = await _inbox(b)
+    assert received["Subject"] == "automatique"

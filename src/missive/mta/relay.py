@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
+from missive.db.engine import Database
 from missive.directory.recipients import resolve_recipient
 from missive.directory.trust import trust_domain_for, trusted_ca_pems
 from missive.errors import MissiveError
@@ -68,6 +69,8 @@ RESOLVER_EXTRA = "relay.resolver"
 
 #: How long ``stop`` waits for a worker in the middle of a transaction.
 STOP_GRACE_SECONDS = 10.0
+#: How often the first worker deletes finished entries older than ``relay_keep_days``.
+PURGE_INTERVAL = timedelta(hours=1)
 
 Clock = Callable[[], datetime]
 TlsFactory = Callable[[Sequence[bytes]], ssl.SSLContext]
@@ -366,9 +369,22 @@ class RelayWorker:
                  ",".join(actions), claim.row.domain)
 
     # --- the loop -----------------------------------------------------------------------------
-    async def loop(self, stop: asyncio.Event) -> None:
+    async def loop(self, stop: asyncio.Event, *, housekeeping: bool = False) -> None:
+        """Relay due rows until ``stop``; with ``housekeeping`` also purge finished rows
+        (``relay_keep_days``) about once per ``PURGE_INTERVAL``."""
         poll = self.settings.mta.relay_poll_seconds
+        last_purge: datetime | None = None
         while not stop.is_set():
+            now = self.clock()
+            if housekeeping and (last_purge is None or now - last_purge >= PURGE_INTERVAL):
+                last_purge = now
+                try:
+                    keep = timedelta(days=self.settings.mta.relay_keep_days)
+                    purged = await purge_done(self.core.db, now - keep)
+                    if purged:
+                        log.info("relay: purged %d finished queue entries", purged)
+                except Exception:
+                    log.exception("relay: could not purge finished queue entries")
             try:
                 worked = await self.run_once()
             except asyncio.CancelledError:
@@ -386,6 +402,71 @@ def _all(rcpts: list[dict[str, Any]], code: int, status: str, diagnostic: str,
     return Attempt([Outcome(r, code, status, diagnostic, remote) for r in rcpts])
 
 
+# --- queue administration (for ``missive admin queue`` and harnesses) ---------------------------
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """What the queue says about a message without opening it (no address, no content)."""
+
+    id: int
+    domain: str
+    state: str
+    attempts: int
+    size: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delay_notified: bool
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "domain": self.domain, "state": self.state,
+                "attempts": self.attempts, "size": self.size,
+                "created_at": self.created_at.isoformat(),
+                "next_attempt_at": self.next_attempt_at.isoformat(),
+                "delay_notified": self.delay_notified, "last_error": self.last_error}
+
+
+async def list_queue(db: Database, *, states: Sequence[str] | None = None,
+                     domain: str | None = None, limit: int = 100) -> list[QueueEntry]:
+    """Queue entries, oldest first (all states unless ``states`` is given)."""
+    q = select(RelayQueue.id, RelayQueue.domain, RelayQueue.state, RelayQueue.attempts,
+               RelayQueue.size, RelayQueue.created_at, RelayQueue.next_attempt_at,
+               RelayQueue.delay_notified, RelayQueue.last_error)
+    if states:
+        q = q.where(RelayQueue.state.in_(list(states)))
+    if domain:
+        q = q.where(RelayQueue.domain == domain.lower().rstrip("."))
+    async with db.read() as s:
+        rows = (await s.execute(q.order_by(RelayQueue.id).limit(limit))).all()
+    return [QueueEntry(*row) for row in rows]
+
+
+async def retry_now(db: Database, queue_id: int | None = None, *,
+                    now: datetime | None = None) -> int:
+    """Make waiting (``pending``) entries due now — one, or all; returns how many.
+
+    Entries being sent are left alone (their lease protects them)."""
+    q = update(RelayQueue).where(RelayQueue.state == "pending")
+    if queue_id is not None:
+        q = q.where(RelayQueue.id == queue_id)
+    async with db.write() as s:
+        result = await s.execute(q.values(next_attempt_at=now or utcnow()))
+        count = int(getattr(result, "rowcount", 0) or 0)
+        if count:
+            await audit.append(s, "relay.retry_now", details={"entries": count,
+                                                             "queue_id": queue_id})
+    return count
+
+
+async def purge_done(db: Database, older_than: datetime) -> int:
+    """Delete finished entries (``sent``/``failed``) whose last change is before
+    ``older_than``; returns how many. Their outcome stays in the audit log."""
+    async with db.write() as s:
+        result = await s.execute(delete(RelayQueue).where(
+            RelayQueue.state.in_(("sent", "failed")), RelayQueue.next_attempt_at < older_than))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 class RelayFront:
     """What ``missive serve`` runs: ``relay_workers`` loops; no listening port."""
 
@@ -394,7 +475,8 @@ class RelayFront:
         self.ports: dict[str, int] = {}
         self.workers = workers
         self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(w.loop(self._stop), name=f"relay-{i}")
+        self._tasks = [asyncio.create_task(w.loop(self._stop, housekeeping=i == 0),
+                                           name=f"relay-{i}")
                        for i, w in enumerate(workers)]
 
     async def stop(self) -> None:
@@ -434,8 +516,12 @@ __all__ = [
     "Attempt",
     "Claim",
     "Outcome",
+    "QueueEntry",
     "RelayFront",
     "RelayWorker",
     "backoff_seconds",
+    "list_queue",
+    "purge_done",
+    "retry_now",
     "start",
 ]

@@ -357,3 +357,27 @@ async def test_mx_lookup_through_the_resolver_in_core_extras(core: Any, sender_b
                                                          ("mx2.peer.test", 25)]
     [row] = await _rows(core)
     assert row.state == "sent"
+
+
+async def test_queue_listing_retry_and_purge(core: Any, sender_box: int) -> None:
+    await _queue(core, ["a@peer.test"])
+    await _queue(core, ["b@peer.test"])
+    clock = Clock()
+    worker = ScriptedWorker(core, clock, [ok, DOWN])
+    await worker.run_once()
+    await worker.run_once()
+    entries = await relay_mod.list_queue(core.db)
+    assert [(e.domain, e.state, e.attempts) for e in entries] == [
+        (PEER, "sent", 1), (PEER, "pending", 1)]
+    assert "b@" not in str([e.to_dict() for e in entries])  # no addresses in the listing
+    assert [e.id for e in await relay_mod.list_queue(core.db, states=["pending"])] == [
+        entries[1].id]
+    # The waiting entry is not due yet; "retry now" makes it due.
+    assert await worker.claim() is None
+    assert await relay_mod.retry_now(core.db, entries[1].id, now=clock.now) == 1
+    worker.script.append(ok)
+    assert await worker.run_once()
+    # Finished entries go once they are older than the keep period.
+    assert await relay_mod.purge_done(core.db, clock.now - timedelta(days=1)) == 0
+    assert await relay_mod.purge_done(core.db, clock.now + timedelta(seconds=1)) == 2
+    assert await relay_mod.list_queue(core.db) == []
