@@ -333,21 +333,24 @@ async def test_500_then_200_is_retried_and_received_once_per_key(
     assert {k: len(v) for k, v in sink.accepted.items()} == {row.idempotency_key: 1}
 
 
-async def run_cli(core: Any, *args: str) -> Any:
+async def run_cli(core: Any, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """``missive --data-dir DIR ARGS…`` (the real entry point, in a thread: it runs its own
+    event loop), its JSON output parsed."""
+    from missive.cli import main
+
     toml = ['environment = "test"', f'domain = "{core.settings.domain}"', "test_mode = true"]
     if core.settings.database_url:
         toml.append(f'database_url = "{core.settings.database_url}"')
     core.settings.config_file.write_text("\n".join(toml) + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "missive", "--data-dir", str(core.settings.data_dir), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["--data-dir", str(core.settings.data_dir), *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
     return json.loads(out)
 
 
 async def test_permanent_failure_is_a_dead_letter_listed_and_retried_by_cli(
-        core: Any, clock: Clock, sink: WebhookSink) -> None:
+        core: Any, clock: Clock, sink: WebhookSink, capsys: pytest.CaptureFixture[str]) -> None:
     configure(core, coalesce_seconds=0, sms_webhook_url=sink.url, max_attempts=3)
     sink.always = 503
     mid = await make_patient(core, notify="sms")
@@ -359,16 +362,16 @@ async def test_permanent_failure_is_a_dead_letter_listed_and_retried_by_cli(
             clock.advance(3600)
         (row,) = await notices(core)
         assert (row.state, row.attempts) == ("dead", 3)
-        listed = await run_cli(core, "admin", "notify", "list", "--state", "dead", "--json")
+        listed = await run_cli(core, capsys, "admin", "notify", "list", "--state", "dead", "--json")
         assert [n["idempotency_key"] for n in listed["notices"]] == [row.idempotency_key]
         assert listed["notices"][0]["channel"] == "sms"
         assert "503" in listed["notices"][0]["last_error"]
         assert listed["counts"]["deliveries"] == {"dead": 1}
-        shown = await run_cli(core, "admin", "notify", "show", str(row.id), "--json")
+        shown = await run_cli(core, capsys, "admin", "notify", "show", str(row.id), "--json")
         assert shown["state"] == "dead" and shown["attempts"] == 3
         # The gateway is fixed; the operator sends the dead letter again, same key.
         sink.always = 200
-        assert (await run_cli(core, "admin", "notify", "retry", row.idempotency_key,
+        assert (await run_cli(core, capsys, "admin", "notify", "retry", row.idempotency_key,
                               "--json"))["retried"] == 1
         assert (await worker.run_once()).sent == 1
     finally:
