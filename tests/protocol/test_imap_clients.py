@@ -8,6 +8,7 @@ directory). Messages are sealed through the store like any delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import imaplib
 import shutil
@@ -90,8 +91,9 @@ class Env:
         return client
 
 
-@pytest.fixture
-async def env(settings: Any) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def running(settings: Any) -> AsyncIterator[Env]:
+    """An IMAP front on port 0 over ``settings`` (SQLite or PostgreSQL), one mailbox, a CA."""
     from missive.certs import ca
     from missive.certs.files import CertsLayout
     from missive.certs.tls import server_context
@@ -106,6 +108,7 @@ async def env(settings: Any) -> AsyncIterator[Env]:
     ca.issue_server(settings, ["localhost"], ["127.0.0.1"])
     core = await build_core(settings, with_master_key=True)
     await create_schema(core.db)
+    await core.events.start(settings.sqlalchemy_url)
     async with core.db.write() as s:
         mailbox_id = await core.store.create_mailbox(s, kind="professional")
     auth = StaticAuth({LOGIN: (PASSWORD, mailbox_id)})
@@ -118,6 +121,12 @@ async def env(settings: Any) -> AsyncIterator[Env]:
     finally:
         await front.stop()
         await core.close()
+
+
+@pytest.fixture
+async def env(settings: Any) -> AsyncIterator[Env]:
+    async with running(settings) as e:
+        yield e
 
 
 def run(fn: Any, *args: Any) -> Any:
