@@ -66,7 +66,7 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None, *,
 
 def create_app(settings: Settings, core: Core, *, otp_sender: OtpSender | None = None) -> FastAPI:
     """Build the webmail for ``core``. ``otp_sender`` defaults to the ``[notify]`` channels."""
-    from missive.webmail.routes import account, auth, health, mailbox
+    from missive.webmail.routes import account, auth, compose, health, mailbox
 
     app = FastAPI(title="Missive", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(load_session), Depends(csrf_protect)])
@@ -75,7 +75,8 @@ def create_app(settings: Settings, core: Core, *, otp_sender: OtpSender | None =
                         otp=otp_sender or ChannelOtpSender(settings))
     app.add_middleware(SecurityHeaders, hsts=settings.webmail.secure_cookies)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for router in (health.router, auth.router, mailbox.router, account.router):
+    for router in (health.router, auth.router, compose.router, mailbox.router,
+                   account.router):
         app.include_router(router)
 
     @app.exception_handler(LoginRequired)

@@ -28,7 +28,7 @@ from missive.errors import NotFound
 from missive.mailbox.store import MailboxSession, MessageInfo
 from missive.mime.parts import get_part_payload, list_parts
 from missive.mime.summary import MessageSummary
-from missive.webmail import render
+from missive.webmail import outgoing, render
 from missive.webmail.app import page
 from missive.webmail.deps import Viewer, ViewerDep, Web, WebDep, opened_mailbox
 
@@ -149,6 +149,9 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
     first_read = "\\Seen" not in info.flags
     if first_read and who.is_owner:
         await box.store_flags(name, [uid], {"\\Seen"}, "add")
+        if summary.disposition_notification_to and who.patient is not None \
+                and who.patient.read_receipts:
+            await _send_mdn(web, who, summary)
     async with web.core.db.write() as s:
         await audit.append(s, "web.message.read", actor=who.actor, mailbox_id=who.mailbox_id,
                            details={"folder": name, "uid": uid})
@@ -162,6 +165,25 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
         "profession": profession, "date": french_date(summary.date or info.internal_date),
         "shown": shown, "replies_closed": closed, "folder_name": name,
         "title": summary.subject or "(sans objet)"})
+
+
+async def _send_mdn(web: Web, who: Viewer, summary: MessageSummary) -> None:
+    """RFC 8098 ``displayed`` receipt, when the patient allows it (see ``outgoing``)."""
+    assert who.patient is not None  # noqa: S101 - checked by the caller
+    built = outgoing.build_mdn(web.core, who.patient, summary)
+    if built is None:
+        return
+    try:
+        async with web.core.db.read() as s:
+            target = await outgoing.reply_target(web.core, s, who.patient, summary)
+    except outgoing.ReplyRefused:
+        # Not a professional the patient may write to (closed conversation is no reason to
+        # withhold a receipt, but an unknown or outside address is).
+        return
+    await outgoing.send(web.core, outgoing.patient_address(web.core, who.patient), target,
+                        built[1], who.actor)
+    async with web.core.db.write() as s:
+        await audit.append(s, "web.mdn.sent", actor=who.actor, mailbox_id=who.mailbox_id)
 
 
 @router.get("/boite/{slug}/{uid}/lien/{n}")
