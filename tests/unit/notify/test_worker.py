@@ -290,3 +290,39 @@ async def test_closed_mailbox_outbox_rows_are_gone(core: Any, clock: Clock) -> N
         await patients.set_patient_status(s, core.store, ins_number(1), "closed", actor="t")
     clock.advance(61)
     assert (await worker(core, clock, sms).run_once()).sent == 0
+
+
+async def test_two_workers_never_send_one_notice_twice(core: Any, clock: Clock) -> None:
+    """Two nodes on one database: SKIP LOCKED (PostgreSQL) / the write lock (SQLite) give each
+    notice to one worker only."""
+    import asyncio
+
+    configure(core, coalesce_seconds=0)
+    boxes = [await make_patient(core, n, notify="sms") for n in range(1, 7)]
+    for mid in boxes:
+        await deliver(core, mid)
+    a, b = Recorder("sms"), Recorder("sms")
+    wa, wb = worker(core, clock, a), worker(core, clock, b)
+    await asyncio.gather(wa.run_once(), wb.run_once(), wa.run_once(), wb.run_once())
+    keys = [n.key for n in a.sent + b.sent]
+    assert len(keys) == len(set(keys)) == len(boxes)
+    assert [r.state for r in await rows(core)] == ["sent"] * len(boxes)
+
+
+async def test_admin_retry_resets_the_budget_and_keeps_the_key(core: Any, clock: Clock) -> None:
+    from missive.notify import queue
+
+    configure(core, coalesce_seconds=0, max_attempts=1)
+    sms = Recorder("sms", fail=[ChannelFailure("webhook answered HTTP 500")])
+    mid = await make_patient(core, notify="sms")
+    await deliver(core, mid)
+    w = worker(core, clock, sms)
+    assert (await w.run_once()).dead == 1
+    async with core.db.write() as s:
+        dead = await queue.list_deliveries(s, state="dead")
+        assert await queue.retry(s, dead, now=clock.now, actor="cli:test") == 1
+        assert await queue.retry(s, dead, now=clock.now, actor="cli:test") == 0  # not dead now
+    assert (await w.run_once()).sent == 1
+    assert len(set(sms.attempts)) == 1
+    assert [a[0] for a in await audit_actions(core, "notify.")] == [
+        "notify.dead", "notify.retry", "notify.sent"]
