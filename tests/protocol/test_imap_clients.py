@@ -422,3 +422,31 @@ async def test_idle_sees_a_delivery_and_other_sessions_changes(env: Env) -> None
     out = await cmd(b"d FETCH 1 (UID)")
     assert out[0] == b"* 1 FETCH (UID 2)\r\n"
     writer.close()
+
+
+async def test_reads_and_deletions_are_audited_without_content(env: Env) -> None:
+    from sqlalchemy import select
+
+    from missive.audit.models import AuditEntry
+
+    await env.deliver(message(1, subject="Secret diagnosis"))
+    await env.deliver(message(2))
+
+    def scenario() -> None:
+        c = env.imaplib()
+        c.select("INBOX")
+        c.fetch("1:2", "(ENVELOPE FLAGS)")  # metadata only: not a read of the content
+        c.fetch("1:2", "(BODY.PEEK[])")
+        c.store("2", "+FLAGS", "\\Deleted")
+        c.expunge()
+        c.logout()
+
+    await run(scenario)
+    async with env.core.db.read() as s:
+        rows = list((await s.execute(select(AuditEntry).where(
+            AuditEntry.mailbox_id == env.mailbox_id).order_by(AuditEntry.seq))).scalars())
+    reads = [r for r in rows if r.action == "message.read"]
+    assert len(reads) == 1
+    assert '"count": 2' in reads[0].details or '"count":2' in reads[0].details
+    assert any(r.action == "message.expunge" for r in rows)
+    assert not any("Secret" in (r.details or "") for r in rows)
