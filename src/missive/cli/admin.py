@@ -174,7 +174,7 @@ def report_import(
         for err in report.errors:
             sys.stderr.write(f"{unit}{err.line}: {err.reason}\n")
         for note in report.notes:
-            sys.stdout.write(note + "\n")
+            (sys.stderr if ": warning: " in note else sys.stdout).write(note + "\n")
     if report.rejected:
         if args.json:
             return 1

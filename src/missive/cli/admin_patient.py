@@ -4,6 +4,7 @@ import)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from missive.cli import common
 from missive.cli.admin import (
@@ -16,7 +17,7 @@ from missive.cli.admin import (
     read_file,
     report_import,
 )
-from missive.directory import delegates, patients
+from missive.directory import delegates, patients, validate
 from missive.directory import professionals as pros
 from missive.directory.importers import import_patients_csv
 
@@ -90,13 +91,17 @@ def register(admin: SubParsers) -> None:
 
 async def add(args: argparse.Namespace) -> int:
     async with open_core(args) as core, core.db.write() as s:
-        patient = await patients.add_patient(
-            s, core.store, core.settings, actor=actor(), ins=args.ins, oid=args.oid,
+        data = validate.patient_input(
+            core.settings, ins=args.ins, oid=args.oid,
             family_name=args.family_name, given_names=args.given_names,
             birth_date_text=args.birth_date, sex_text=args.sex,
             birth_place_text=args.birth_place, phone_text=args.phone, email_text=args.email,
             status=args.status, notify=args.notify, read_receipts=not args.no_read_receipts)
+        patient = await patients.insert_patient(s, core.store, data, actor=actor())
         view = patients.patient_view(patient, core.settings)
+    view["warnings"] = list(data.warnings)
+    for warning in data.warnings:
+        sys.stderr.write(f"missive: warning: {warning}\n")
     common.emit(view, as_json=args.json,
                 human=f"patient {view['ins']} created ({view['status']}); "
                       f"address {view['address']}")

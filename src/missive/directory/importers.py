@@ -254,6 +254,7 @@ async def import_patients_csv(
                                                 f"{seen[item.matricule]}"))
             continue
         seen[item.matricule] = line
+        report.notes.extend(f"line {line}: warning: {w}" for w in item.warnings)
         if item.matricule in existing:
             report.errors.append(RowError(line, f"ins: a patient with INS {item.matricule} "
                                                 "already exists"))

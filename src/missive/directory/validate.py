@@ -243,6 +243,36 @@ class PatientInput:
     notify_channel: str
     read_receipts: bool
     status: str
+    #: Traits that disagree with the matricule (identity vigilance); not errors, see
+    #: :func:`trait_warnings`.
+    warnings: tuple[str, ...] = ()
+
+
+def trait_warnings(matricule_value: str, born: date, sex_value: str, place: str) -> list[str]:
+    """Where the identity traits disagree with what the NIR/NIA encodes.
+
+    The matricule encodes the sex (odd first digit: male, even: female), the last two digits of
+    the birth year, the birth month (01–12; other values are fictitious months) and the birth
+    department + commune (or 99 + country). A disagreement is the classic sign of a mix-up
+    between two patients, but real records have legitimate exceptions (corrected civil status,
+    renamed communes), so these are warnings for the operator, never refusals.
+    """
+    found: list[str] = []
+    expected_sex = "M" if int(matricule_value[0]) % 2 == 1 else "F"
+    if sex_value != expected_sex:
+        found.append(f"sex {sex_value} differs from the matricule (first digit "
+                     f"{matricule_value[0]}: {expected_sex})")
+    if matricule_value[1:3] != f"{born.year % 100:02d}":
+        found.append(f"birth year {born.year} differs from the matricule "
+                     f"(year digits {matricule_value[1:3]})")
+    month = int(matricule_value[3:5])
+    if 1 <= month <= 12 and month != born.month:
+        found.append(f"birth month {born.month:02d} differs from the matricule "
+                     f"(month digits {matricule_value[3:5]})")
+    if 1 <= month <= 12 and matricule_value[5:10] != place:
+        found.append(f"birth place {place} differs from the matricule "
+                     f"(place digits {matricule_value[5:10]})")
+    return found
 
 
 def patient_input(
@@ -264,19 +294,24 @@ def patient_input(
     """Check every field of a new patient; the first invalid field raises InvalidField."""
     tel = phone(phone_text)
     mail = email(email_text)
+    ins_value = matricule(ins)
+    born = birth_date(birth_date_text)
+    sex_value = sex(sex_text)
+    place = birth_place(birth_place_text)
     return PatientInput(
-        matricule=matricule(ins),
+        matricule=ins_value,
         oid=ins_oid(oid, settings),
         family_name=text("family_name", family_name),
         given_names=text("given_names", given_names),
-        birth_date=birth_date(birth_date_text),
-        sex=sex(sex_text),
-        birth_place=birth_place(birth_place_text),
+        birth_date=born,
+        sex=sex_value,
+        birth_place=place,
         phone=tel,
         email=mail,
         notify_channel=notify_channel(notify, tel, mail),
         read_receipts=boolean("read_receipts", read_receipts, True),
         status=choice("status", status, ("pending", "active"), "pending"),
+        warnings=tuple(trait_warnings(ins_value, born, sex_value, place)),
     )
 
 

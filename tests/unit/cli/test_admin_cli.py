@@ -165,6 +165,12 @@ def test_patient_life_cycle(run: Run) -> None:
     assert isinstance(created, dict)
     assert created["address"] == f"{INS}@patient.{DOMAIN}"
     assert created["notify_channel"] == "sms"
+    assert created["warnings"] == []
+    male = run("patient", "add", "--ins", "180012A00100161", "--family-name", "MARTIN",
+               "--given-names", "Jean", "--birth-date", "1980-01-01", "--sex", "F",
+               "--birth-place", "2A001")
+    assert male.returncode == 0
+    assert "warning: sex F differs from the matricule" in male.stderr
     shown = run("patient", "show", INS)
     assert shown.returncode == 0 and "+33612345678" in shown.stdout
     refused = run("patient", "delete", INS)
@@ -172,7 +178,8 @@ def test_patient_life_cycle(run: Run) -> None:
     closed = run("patient", "set-status", INS, "closed")
     assert closed.returncode == 0 and "keys destroyed" in closed.stdout
     assert run("patient", "delete", INS).returncode == 0
-    assert _json(run("patient", "list", "--json")) == []
+    remaining = _json(run("patient", "list", "--json"))
+    assert isinstance(remaining, list) and [p["ins"] for p in remaining] == ["180012A00100161"]
 
 
 def test_csv_import_all_or_nothing(run: Run, tmp_path: Path) -> None:
