@@ -203,7 +203,10 @@ class StoreSettings(BaseModel):
     master_key: SecretStr | None = Field(
         None, description="Master key, base64, instead of the file (MISSIVE_STORE__MASTER_KEY)."
     )
-    blob_backend: Literal["db", "fs"] = Field("db", description="Where sealed bodies live.")
+    keystore_url: str = Field(
+        "", description="Key store database (per-mailbox KEKs); default DIR/keys/keystore.db. "
+        "Must not be the mail database."
+    )
     default_quota: int = Field(2048 * MiB, description="Mailbox quota in bytes.")
 
 
@@ -419,6 +422,10 @@ class Settings(BaseSettings):
     @property
     def master_key_path(self) -> Path:
         return self.store.master_key_file or self.keys_dir / "master.key"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.keys_dir / "keystore.db"
 
     @property
     def index_key_path(self) -> Path:

@@ -24,6 +24,7 @@ from missive.config import Settings
 from missive.db.engine import Database
 from missive.mailbox import crypto
 from missive.mailbox.events import ChangeBus
+from missive.mailbox.keystore import KeyStore
 from missive.mailbox.store import MailboxStore
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,14 @@ class Core:
     keys: crypto.KeyRing
     store: MailboxStore
     events: ChangeBus
+    keystore: KeyStore | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.events.stop()
         await self.db.dispose()
+        if self.keystore is not None:
+            await self.keystore.close()
 
 
 async def build_core(settings: Settings, *, with_master_key: bool = True) -> Core:
@@ -52,11 +56,19 @@ async def build_core(settings: Settings, *, with_master_key: bool = True) -> Cor
                   if settings.store.master_key is not None else None)
     keys = crypto.load_keyring(settings.master_key_path, settings.index_key_path,
                                with_master=with_master_key, master_env=master_env)
+    keystore: KeyStore | None = None
+    if with_master_key:
+        if settings.store.keystore_url:
+            keystore = KeyStore(settings.store.keystore_url, keys)
+        else:
+            keystore = KeyStore.for_path(settings.keystore_path, keys)
+        await keystore.setup()
     db = Database(settings.sqlalchemy_url)
     events = ChangeBus()
-    store = MailboxStore(db, keys, suite=settings.store.suite,
+    store = MailboxStore(db, keys, keystore=keystore, suite=settings.store.suite,
                          default_quota=settings.store.default_quota, events=events)
-    return Core(settings=settings, db=db, keys=keys, store=store, events=events)
+    return Core(settings=settings, db=db, keys=keys, store=store, events=events,
+                keystore=keystore)
 
 
 class Front(Protocol):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from missive.audit.models import AuditEntry, AuditHead
 from missive.db.base import utcnow
@@ -42,6 +43,18 @@ def _chain(prev_hash: str, canonical: bytes) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical).hexdigest()
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One entry to append (see :func:`append`)."""
+
+    action: str
+    actor: str | None = None
+    mailbox_id: int | None = None
+    outcome: str = "ok"
+    reason: str | None = None
+    details: Mapping[str, DetailValue] | None = None
+
+
 async def append(
     session: AsyncSession,
     action: str,
@@ -53,25 +66,46 @@ async def append(
     details: Mapping[str, DetailValue] | None = None,
 ) -> int:
     """Append one entry in the caller's transaction; returns its sequence number."""
-    head = (
-        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    ).scalar_one_or_none()
+    seqs = await append_many(session, [Entry(action, actor, mailbox_id, outcome, reason,
+                                             details)])
+    return seqs[0]
+
+
+async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[int]:
+    """Append entries in order, in the caller's transaction, with one head update."""
+    if not entries:
+        return []
+    return await session.run_sync(append_many_sync, entries)
+
+
+def append_many_sync(session: Session, entries: Sequence[Entry]) -> list[int]:
+    """:func:`append_many` for a synchronous session (batch writers running in a thread)."""
+    if not entries:
+        return []
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+                           .with_for_update()).one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        await session.flush()
-    seq = head.seq + 1
+        session.execute(insert(AuditHead).values(id=1, seq=0, hash=GENESIS))
+        seq, prev = 0, GENESIS
+    else:
+        seq, prev = int(head[0]), str(head[1])
     ts = utcnow()
-    detail_text = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
-    reason = reason[:500] if reason else reason
-    digest = _chain(head.hash, _canonical(seq, ts, action, actor, mailbox_id, outcome, reason,
-                                          detail_text))
-    session.add(AuditEntry(seq=seq, ts=ts, action=action, actor=actor, mailbox_id=mailbox_id,
-                           outcome=outcome, reason=reason, details=detail_text,
-                           prev_hash=head.hash, hash=digest))
-    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
-    head.seq, head.hash = seq, digest
-    return seq
+    rows: list[dict[str, object]] = []
+    seqs: list[int] = []
+    for e in entries:
+        seq += 1
+        detail_text = json.dumps(dict(e.details or {}), ensure_ascii=False, sort_keys=True)
+        reason = e.reason[:500] if e.reason else e.reason
+        digest = _chain(prev, _canonical(seq, ts, e.action, e.actor, e.mailbox_id, e.outcome,
+                                         reason, detail_text))
+        rows.append({"seq": seq, "ts": ts, "action": e.action, "actor": e.actor,
+                     "mailbox_id": e.mailbox_id, "outcome": e.outcome, "reason": reason,
+                     "details": detail_text, "prev_hash": prev, "hash": digest})
+        seqs.append(seq)
+        prev = digest
+    session.execute(insert(AuditEntry), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    return seqs
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,28 @@ the SMTP, IMAP and web fronts of one node can share the file. PostgreSQL is used
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from sqlalchemy import event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
+from sqlalchemy.orm import Session
 
 from missive.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ``session.info`` key of the callables run after a successful ``Database.write`` commit.
+AFTER_COMMIT = "missive_after_commit"
 
 
 def is_sqlite(url: str) -> bool:
@@ -37,9 +47,10 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
     if is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 30}
-        # One connection per session: aiosqlite runs each on its own thread; a pool of idle
-        # connections would only hold WAL read snapshots open.
-        kwargs["poolclass"] = NullPool
+        # A small pool: opening a SQLite connection (file, WAL index, pragmas) costs more than
+        # a whole delivery transaction. Pooled connections hold no transaction between uses.
+        kwargs["pool_size"] = 8
+        kwargs["max_overflow"] = 16
     else:
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 20
@@ -86,6 +97,39 @@ class Database:
         writer = self.engine.execution_options(missive_write=True)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write = async_sessionmaker(writer, expire_on_commit=False)
+        self._executor: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+
+    async def run_write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in one write transaction, with a *synchronous* session.
+
+        For hot paths that issue many statements (the delivery group commit). On SQLite the
+        whole transaction runs in one worker thread on the plain ``sqlite3`` driver, instead of
+        one thread hop per statement through aiosqlite (about 10x less overhead); on PostgreSQL
+        it runs through ``AsyncSession.run_sync`` on asyncpg.
+        """
+        if self.is_sqlite:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._sync_executor(), self._sync_write, fn)
+        async with self.write() as s:
+            return await s.run_sync(fn)
+
+    def _sync_executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-w")
+            sync_url = make_url(self.url).set(drivername="sqlite")
+            engine = create_engine(sync_url, connect_args={"timeout": 30,
+                                                           "check_same_thread": False},
+                                   pool_size=2, max_overflow=2)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
+            self._sync_engine = engine.execution_options(missive_write=True)
+        return self._executor
+
+    def _sync_write(self, fn: Callable[[Session], T]) -> T:
+        assert self._sync_engine is not None  # noqa: S101 - set with the executor
+        with Session(self._sync_engine, expire_on_commit=False) as s, s.begin():
+            return fn(s)
 
     def read(self) -> AsyncSession:
         """A session for queries; its transaction is rolled back when the block ends."""
@@ -97,6 +141,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
 
 
 class _WriteSession:
@@ -109,13 +159,23 @@ class _WriteSession:
         return self.session
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        actions: list[Any] = []
         try:
             if exc_type is None:
                 await self.session.commit()
+                actions = self.session.info.pop(AFTER_COMMIT, [])
             else:
                 await self.session.rollback()
         finally:
+            self.session.info.pop(AFTER_COMMIT, None)
             await self.session.__aexit__(exc_type, exc, tb)
+        for action in actions:
+            # Work that must follow a durable commit (e.g. destroying a key in another store).
+            # A failure is logged and retried by the owner's own collection at start-up.
+            try:
+                await action(None)
+            except Exception:
+                log.exception("after-commit action failed")
 
 
 def database_from_settings(settings: Settings) -> Database:

@@ -3,10 +3,12 @@
 Layers, from the outside in:
 
 - **Master key** (32 random bytes) lives outside the database: a key file with mode 0600
-  (``DIR/keys/master.key``, base64) or the ``MISSIVE_STORE__MASTER_KEY`` variable. It only wraps
-  mailbox private keys (AES-256-GCM, AAD = SHA-256 of the mailbox public key, so a wrapped key
-  cannot be swapped onto another mailbox). Rotation re-wraps the private keys; messages are never
-  re-encrypted (C4).
+  (``DIR/keys/master.key``, base64) or the ``MISSIVE_STORE__MASTER_KEY`` variable. It wraps the
+  per-mailbox key-encryption keys (KEKs) of the key store (``mailbox.keystore``), which is kept
+  outside the mail database. Rotation re-wraps the KEKs; messages are never re-encrypted (C4).
+- **KEK** per mailbox wraps that mailbox's private key (AES-256-GCM, AAD = SHA-256 of the
+  mailbox public key, so a wrapped key cannot be swapped onto another mailbox). Destroying the
+  KEK when a mailbox is closed is the crypto-shredding of C3, effective for old backups too.
 - **Mailbox key pair** per mailbox (C3), HPKE (RFC 9180) through
   ``cryptography.hazmat.primitives.hpke``. Default suite: ML-KEM-768 + X25519 hybrid KEM,
   HKDF-SHA256, AES-256-GCM (C5: health data is kept for decades; a hybrid KEM resists "harvest
@@ -148,19 +150,27 @@ class MasterKey:
         return cls(raw)
 
 
-def wrap_private_key(master: MasterKey, public: PublicKey, private: PrivateKey) -> bytes:
+def wrap_secret(master: MasterKey, secret: bytes, context: bytes) -> bytes:
+    """AES-256-GCM key wrapping; ``context`` (AAD) binds the wrapped key to its owner."""
     nonce = os.urandom(_NONCE)
-    aad = _WRAP_AAD + public.fingerprint
-    return nonce + AESGCM(master.key).encrypt(nonce, private.raw, aad)
+    return nonce + AESGCM(master.key).encrypt(nonce, secret, _WRAP_AAD + context)
 
 
-def unwrap_private_key(master: MasterKey, public: PublicKey, wrapped: bytes) -> PrivateKey:
-    aad = _WRAP_AAD + public.fingerprint
+def unwrap_secret(master: MasterKey, wrapped: bytes, context: bytes) -> bytes:
     try:
-        raw = AESGCM(master.key).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
+        return AESGCM(master.key).decrypt(wrapped[:_NONCE], wrapped[_NONCE:],
+                                          _WRAP_AAD + context)
     except InvalidTag:
-        raise CryptoError("this master key does not open that mailbox key") from None
-    return PrivateKey(public.suite, raw)
+        raise CryptoError("this key does not open that wrapped key") from None
+
+
+def wrap_private_key(kek: bytes, public: PublicKey, private: PrivateKey) -> bytes:
+    """Wrap a mailbox private key under its KEK, bound to the mailbox public key."""
+    return wrap_secret(MasterKey(kek), private.raw, public.fingerprint)
+
+
+def unwrap_private_key(kek: bytes, public: PublicKey, wrapped: bytes) -> PrivateKey:
+    return PrivateKey(public.suite, unwrap_secret(MasterKey(kek), wrapped, public.fingerprint))
 
 
 def write_key_file(path: Path, text: str) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 CHANNEL = "missive_mailbox"
@@ -51,6 +52,12 @@ class ChangeBus:
                 await session.execute(
                     text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": str(mid)}
                 )
+
+    def notify_sync(self, session: Session, mailbox_ids: set[int]) -> None:
+        """:meth:`notify_in_transaction` for synchronous sessions (batch writers)."""
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            for mid in sorted(mailbox_ids):
+                session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": str(mid)})
 
     async def start(self, url: str) -> None:
         """Listen for other nodes' changes (PostgreSQL only; a no-op on SQLite)."""

@@ -1,10 +1,10 @@
-"""Master-key rotation (C4): re-wrap every mailbox private key, never re-encrypt messages.
+"""Master-key rotation (C4): re-wrap every mailbox KEK, never re-encrypt messages.
 
 Crash safety, step by step:
 
 1. the new key is written to ``master.key.new`` (0600, fsynced);
-2. one database transaction re-wraps every wrapped private key under the new key and records its
-   id on each row;
+2. one key-store transaction re-wraps every mailbox KEK under the new key and records its id on
+   each row;
 3. ``master.key.new`` atomically replaces ``master.key``.
 
 A crash after 1 leaves the old key current and a harmless spare file (the next rotation
@@ -19,13 +19,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-
 from missive.audit import log as audit
 from missive.db.engine import Database
 from missive.errors import KeyStoreUnavailable
 from missive.mailbox import crypto
-from missive.mailbox.models import Mailbox
+from missive.mailbox.keystore import KeyStore
 
 
 @dataclass(frozen=True)
@@ -39,27 +37,17 @@ class RotationResult:
                 "rewrapped": self.rewrapped}
 
 
-async def rotate_master_key(db: Database, keys: crypto.KeyRing,
+async def rotate_master_key(db: Database, keystore: KeyStore, keys: crypto.KeyRing,
                             master_path: os.PathLike[str] | str) -> RotationResult:
     """Rotate the file-held master key; ``keys`` must hold the current one."""
     path = Path(master_path)
-    await finish_pending(db, keys, path)
+    await finish_pending(keystore, keys, path)
     old = keys.master()
     new = crypto.MasterKey.generate()
     pending = path.with_name(path.name + ".new")
     crypto.write_key_file(pending, new.encode())
-    count = 0
+    count = await keystore.rewrap_all(new)
     async with db.write() as s:
-        rows = (await s.execute(select(Mailbox).where(
-            Mailbox.wrapped_private_key.is_not(None)).with_for_update())).scalars()
-        for box in rows:
-            assert box.wrapped_private_key is not None  # noqa: S101 - filtered above
-            public = crypto.PublicKey(box.suite, box.public_key)
-            private = crypto.unwrap_private_key(keys.master(box.master_key_id), public,
-                                                box.wrapped_private_key)
-            box.wrapped_private_key = crypto.wrap_private_key(new, public, private)
-            box.master_key_id = new.key_id
-            count += 1
         await audit.append(s, "keys.rotate", actor="operator",
                            details={"old": old.key_id, "new": new.key_id, "rewrapped": count})
     _install(pending, path)
@@ -77,16 +65,13 @@ def _install(pending: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-async def finish_pending(db: Database, keys: crypto.KeyRing, path: Path) -> None:
+async def finish_pending(keystore: KeyStore, keys: crypto.KeyRing, path: Path) -> None:
     """Complete or discard a rotation a crash interrupted (see the module docstring)."""
     pending = path.with_name(path.name + ".new")
     if not pending.exists():
         return
     spare = crypto.MasterKey.decode(crypto.read_key_file(pending))
-    async with db.read() as s:
-        used = (await s.execute(select(Mailbox.id).where(
-            Mailbox.master_key_id == spare.key_id).limit(1))).scalar()
-    if used is None:
+    if not await keystore.uses_master(spare.key_id):
         pending.unlink()
         keys.masters.pop(spare.key_id, None)
         return

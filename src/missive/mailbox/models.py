@@ -3,8 +3,9 @@
 Layout:
 
 - ``mailbox``: one per patient, professional mailbox or system role (the outbound ``relay``).
-  Holds the public key in clear (C2) and the private key wrapped by the master key (C4);
-  ``wrapped_private_key`` is NULL once the mailbox is closed (C3, crypto-shredding).
+  Holds the public key in clear (C2) and the private key wrapped by a per-mailbox KEK that
+  lives in the separate key store (``mailbox.keystore``, C3/C4), named by ``key_ref``.
+  ``wrapped_private_key`` is NULL and the KEK destroyed once the mailbox is closed (C3).
   ``highest_modseq`` is the mailbox-wide modification sequence (RFC 7162 style, ready for
   CONDSTORE): every change to a message takes the next value.
 - ``folder``: IMAP mailboxes of a mailbox. ``uidvalidity`` is fixed at creation; ``uidnext`` is
@@ -55,7 +56,7 @@ class Mailbox(Base):
     suite: Mapped[str] = mapped_column(String(64))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     wrapped_private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    master_key_id: Mapped[str | None] = mapped_column(String(32))
+    key_ref: Mapped[str | None] = mapped_column(String(32))  # the KEK's id in the key store
     highest_modseq: Mapped[int] = mapped_column(BigInteger, default=1)
     quota_bytes: Mapped[int] = mapped_column(BigInteger)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -24,24 +24,35 @@ from __future__ import annotations
 
 import json
 import secrets
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
-from missive.db.engine import Database
-from missive.errors import MissiveError, NotFound
+from missive.db.engine import AFTER_COMMIT, Database
+from missive.errors import KeyStoreUnavailable, NotFound
 from missive.mailbox import crypto
+from missive.mailbox.delivery import (
+    BODY,
+    ENVELOPE,
+    META,
+    RELAY_LABEL,
+    DeliveredCopy,
+    Delivery,
+    DeliveryResult,
+    GroupCommitter,
+    MailboxClosed,
+    RemoteRecipient,
+    StoreError,
+)
 from missive.mailbox.events import ChangeBus
+from missive.mailbox.keystore import KeyStore, new_ref
 from missive.mailbox.models import (
     Content,
     Conversation,
@@ -66,18 +77,8 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Archive", "\\Archive"),
     ("Trash", "\\Trash"),
 )
-RELAY_LABEL = "relay"
-_BODY = b"body"
-_META = b"meta"
-_ENVELOPE = b"envelope"
-
-
-class StoreError(MissiveError):
-    """A store operation was refused (closed mailbox, quota, bad folder name…)."""
-
-
-class MailboxClosed(StoreError):
-    pass
+_BODY = BODY
+_META = META
 
 
 class QuotaExceeded(StoreError):
@@ -119,28 +120,6 @@ class MessageInfo:
 
 
 @dataclass(frozen=True)
-class DeliveredCopy:
-    mailbox_id: int
-    folder: str
-    uid: int
-    uidvalidity: int
-
-
-@dataclass(frozen=True)
-class RemoteRecipient:
-    address: str
-    notify: tuple[str, ...] = ()
-    orcpt: str | None = None
-
-
-@dataclass
-class DeliveryResult:
-    local: list[DeliveredCopy] = field(default_factory=list)
-    relayed: list[str] = field(default_factory=list)
-    outbox_ids: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class RelationFacts:
     """Facts for policy P6, computed from keyed hashes (C7)."""
 
@@ -166,15 +145,6 @@ def _folder_info(f: Folder) -> FolderInfo:
     return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.subscribed)
 
 
-async def _insert_ignore(session: AsyncSession, table: type, values: dict[str, object],
-                         keys: list[str]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = pg_dialect if dialect == "postgresql" else sqlite_dialect
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    await session.execute(stmt)
-
-
 class MailboxStore:
     """Entry point of the store. One instance per process; cheap to share."""
 
@@ -183,15 +153,47 @@ class MailboxStore:
         db: Database,
         keys: crypto.KeyRing,
         *,
+        keystore: KeyStore | None = None,
         suite: str = crypto.HYBRID,
         default_quota: int = 2 * 1024**3,
         events: ChangeBus | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
+        self._keystore = keystore
+        self._public_keys: dict[int, crypto.PublicKey] = {}
+        self.committer = GroupCommitter(self)
         self.suite = suite
         self.default_quota = default_quota
         self.events = events or ChangeBus()
+
+    @property
+    def keystore(self) -> KeyStore:
+        if self._keystore is None:
+            raise KeyStoreUnavailable(
+                "the key store is not available in this process: mailboxes cannot be created "
+                "or opened here")
+        return self._keystore
+
+    async def public_key(self, mailbox_id: int) -> crypto.PublicKey:
+        """A mailbox public key (cached: it never changes; closing is checked at commit)."""
+        key = self._public_keys.get(mailbox_id)
+        if key is None:
+            async with self.db.read() as s:
+                row = (await s.execute(select(Mailbox.suite, Mailbox.public_key).where(
+                    Mailbox.id == mailbox_id))).one_or_none()
+            if row is None:
+                raise NotFound("no such mailbox")
+            key = self._public_keys[mailbox_id] = crypto.PublicKey(row[0], row[1])
+        return key
+
+    async def relay_public_key(self) -> crypto.PublicKey:
+        async with self.db.read() as s:
+            mid = (await s.execute(select(Mailbox.id).where(Mailbox.label == RELAY_LABEL))
+                   ).scalar()
+        if mid is None:
+            raise StoreError("relay mailbox missing: run `missive init`")
+        return await self.public_key(int(mid))
 
     # --- relation hashes (C7) ----------------------------------------------------------------
     def peer_hash(self, mailbox_id: int, peer: str) -> str:
@@ -214,14 +216,16 @@ class MailboxStore:
     ) -> int:
         """Create a mailbox with a fresh key pair and the default folders; returns its id.
 
-        Runs in the caller's transaction. Needs the master key (the private key is wrapped).
+        Runs in the caller's transaction. Needs the key store (the private key is wrapped by a
+        new KEK registered there).
         """
         public, private = crypto.generate_keypair(self.suite)
-        master = self.keys.master()
+        ref = new_ref()
+        kek = await self.keystore.create(ref)  # committed first: see mailbox.keystore
         box = Mailbox(kind=kind, label=label, status="active", suite=public.suite,
                       public_key=public.raw,
-                      wrapped_private_key=crypto.wrap_private_key(master, public, private),
-                      master_key_id=master.key_id, highest_modseq=1,
+                      wrapped_private_key=crypto.wrap_private_key(kek, public, private),
+                      key_ref=ref, highest_modseq=1,
                       quota_bytes=quota or self.default_quota, used_bytes=0)
         session.add(box)
         await session.flush()
@@ -242,16 +246,18 @@ class MailboxStore:
             return await self.create_mailbox(s, kind="system", label=label)
 
     async def close_mailbox(self, session: AsyncSession, mailbox_id: int) -> None:
-        """Crypto-shredding (C3): destroy the wrapped private key, then the sealed data.
+        """Crypto-shredding (C3): the mailbox's KEK is destroyed when the caller's transaction
+        has committed, and the wrapped private key and sealed data are deleted in it.
 
-        Once the private key row is gone no copy of the database or of its backups that lacks
-        this row can be opened with any master key, since the private key existed nowhere else.
+        Backups of the database made before keep a wrapped private key, but its KEK existed only
+        in the key store: nothing can unwrap it any more.
         """
         box = await session.get(Mailbox, mailbox_id, with_for_update=True)
         if box is None:
             raise NotFound("no such mailbox")
+        ref = box.key_ref
         box.wrapped_private_key = None
-        box.master_key_id = None
+        box.key_ref = None
         box.status = "closed"
         box.closed_at = utcnow()
         box.used_bytes = 0
@@ -263,6 +269,27 @@ class MailboxStore:
             NotificationOutbox.mailbox_id == mailbox_id))
         await audit.append(session, "mailbox.close", mailbox_id=mailbox_id)
         await self.events.notify_in_transaction(session, {mailbox_id})
+        if ref is not None:
+            keystore = self.keystore
+
+            async def _destroy(_session: object) -> None:
+                await keystore.destroy(ref)
+
+            self._after_commit(session, _destroy)
+
+    @staticmethod
+    def _after_commit(session: AsyncSession, action: Callable[[object], Awaitable[None]]) -> None:
+        """Run ``action`` once the caller's transaction has committed (never if it rolls back)."""
+        pending: list[Callable[[object], Awaitable[None]]] = session.info.setdefault(
+            AFTER_COMMIT, [])
+        pending.append(action)
+
+    async def collect_keys(self) -> int:
+        """Destroy KEKs of closed or never-created mailboxes (a crash between the two stores)."""
+        async with self.db.read() as s:
+            live = set((await s.execute(select(Mailbox.key_ref).where(
+                Mailbox.key_ref.is_not(None)))).scalars())
+        return await self.keystore.collect({r for r in live if r})
 
     async def open(self, mailbox_id: int) -> MailboxSession:
         """Unwrap the mailbox private key for a session (C6). Needs the master key."""
@@ -272,9 +299,11 @@ class MailboxStore:
             raise NotFound("no such mailbox")
         if box.status != "active" or box.wrapped_private_key is None:
             raise MailboxClosed("this mailbox is closed")
+        if box.key_ref is None:
+            raise MailboxClosed("this mailbox is closed")
         public = crypto.PublicKey(box.suite, box.public_key)
-        private = crypto.unwrap_private_key(self.keys.master(box.master_key_id), public,
-                                            box.wrapped_private_key)
+        kek = await self.keystore.get(box.key_ref)
+        private = crypto.unwrap_private_key(kek, public, box.wrapped_private_key)
         return MailboxSession(self, mailbox_id, box.kind, public, private)
 
     # --- delivery -----------------------------------------------------------------------------
@@ -372,126 +401,6 @@ def _new_uidvalidity() -> int:
     # RFC 3501 §2.3.1.1: a non-zero 32-bit value that must change if UIDs are ever reused for
     # this name; a random value differs from any earlier folder of the same name.
     return secrets.randbelow(2**31 - 1) + 1
-
-
-@dataclass
-class _LocalRcpt:
-    mailbox_id: int
-    folder: str
-
-
-class Delivery:
-    """One delivery transaction: add recipients, then ``commit(raw)`` or ``abort()``."""
-
-    def __init__(self, store: MailboxStore, *, sender: str, source: str,
-                 actor: str | None) -> None:
-        self.store = store
-        self.sender = sender
-        self.source = source
-        self.actor = actor
-        self.local: list[_LocalRcpt] = []
-        self.remote: list[RemoteRecipient] = []
-        self.close_conversation = False
-        self.notify = True
-        self.ret: str | None = None
-        self.envid: str | None = None
-        self._done = False
-
-    def add_local(self, mailbox_id: int, folder: str = "INBOX") -> None:
-        if all(r.mailbox_id != mailbox_id or r.folder != folder for r in self.local):
-            self.local.append(_LocalRcpt(mailbox_id, folder))
-
-    def add_remote(self, address: str, *, notify: Sequence[str] = (),
-                   orcpt: str | None = None) -> None:
-        self.remote.append(RemoteRecipient(address, tuple(notify), orcpt))
-
-    def abort(self) -> None:
-        self._done = True
-
-    async def commit(self, raw: bytes, *, summary: MessageSummary | None = None) -> DeliveryResult:
-        """Seal and store for every recipient in one transaction; durable when it returns."""
-        if self._done:
-            raise StoreError("delivery already finished")
-        self._done = True
-        store = self.store
-        summary = summary or summarize(raw)
-        meta = json.dumps(summary.to_dict(), ensure_ascii=False).encode()
-        result = DeliveryResult()
-        now = utcnow()
-        touched: set[int] = set()
-        async with store.db.write() as s:
-            ids = sorted({r.mailbox_id for r in self.local})
-            boxes = {b.id: b for b in (await s.execute(
-                select(Mailbox).where(Mailbox.id.in_(ids)))).scalars()} if ids else {}
-            for rcpt in self.local:
-                box = boxes.get(rcpt.mailbox_id)
-                if box is None:
-                    raise NotFound("no such mailbox")
-                folder, uid, _ = await store._seal_into(s, box, rcpt.folder, raw, meta, (), now)
-                touched.add(box.id)
-                result.local.append(DeliveredCopy(box.id, rcpt.folder, uid, folder.uidvalidity))
-                if self.sender:
-                    await _insert_ignore(s, Correspondent, {
-                        "mailbox_id": box.id,
-                        "peer_hash": store.peer_hash(box.id, self.sender),
-                        "last_seen": now}, ["mailbox_id", "peer_hash"])
-                    if summary.message_id:
-                        s.add(ReceivedRef(mailbox_id=box.id, ref_hash=store.ref_hash(
-                            box.id, summary.message_id, self.sender)))
-                if box.kind == "patient" and self.notify and rcpt.folder == "INBOX":
-                    row = NotificationOutbox(mailbox_id=box.id, event="message.delivered",
-                                             idempotency_key=uuid.uuid4().hex, state="pending",
-                                             attempts=0, created_at=now, next_attempt_at=now)
-                    s.add(row)
-                    await s.flush()
-                    result.outbox_ids.append(row.id)
-                await audit.append(
-                    s, "message.deliver",
-                    actor=store.actor_hash(self.sender) if self.sender else self.actor,
-                    mailbox_id=box.id,
-                    details={"uid": uid, "folder": rcpt.folder, "size": len(raw),
-                             "source": self.source})
-            if self.close_conversation and summary.thread_root:
-                await _insert_ignore(s, Conversation, {
-                    "thread_hash": store.thread_hash(summary.thread_root), "closed_at": now},
-                    ["thread_hash"])
-                await s.execute(update(Conversation).where(
-                    Conversation.thread_hash == store.thread_hash(summary.thread_root),
-                    Conversation.closed_at.is_(None)).values(closed_at=now))
-            if self.remote:
-                await self._queue_remote(s, raw, now, result)
-            await store.events.notify_in_transaction(s, touched)
-        for mid in touched:
-            store.events.publish(mid)
-        return result
-
-    async def _queue_remote(self, s: AsyncSession, raw: bytes, now: datetime,
-                            result: DeliveryResult) -> None:
-        relay = (await s.execute(select(Mailbox).where(Mailbox.label == RELAY_LABEL))
-                 ).scalar_one_or_none()
-        if relay is None:
-            raise StoreError("relay mailbox missing: run `missive init`")
-        public = crypto.PublicKey(relay.suite, relay.public_key)
-        by_domain: dict[str, list[RemoteRecipient]] = {}
-        for r in self.remote:
-            by_domain.setdefault(r.address.rsplit("@", 1)[-1].lower(), []).append(r)
-        for domain, rcpts in sorted(by_domain.items()):
-            data_key = crypto.new_data_key()
-            sealed = crypto.seal_data_key(public, data_key)
-            envelope = json.dumps({
-                "sender": self.sender, "ret": self.ret, "envid": self.envid,
-                "recipients": [{"address": r.address, "notify": list(r.notify),
-                                "orcpt": r.orcpt} for r in rcpts],
-            }).encode()
-            s.add(RelayQueue(domain=domain, state="pending", attempts=0, suite=sealed.suite,
-                             sealed_key=sealed.blob,
-                             envelope=crypto.encrypt(data_key, envelope, _ENVELOPE),
-                             body=crypto.encrypt(data_key, raw, _BODY), size=len(raw),
-                             created_at=now, next_attempt_at=now))
-            result.relayed.extend(r.address for r in rcpts)
-            await audit.append(s, "message.relay_queued", actor=self.actor,
-                               details={"domain": domain, "recipients": len(rcpts),
-                                        "size": len(raw)})
 
 
 class MailboxSession:
@@ -685,12 +594,12 @@ class MailboxSession:
     def open_relay_item(self, row: RelayQueue) -> tuple[dict[str, object], bytes]:
         """Open a ``relay_queue`` row sealed to this (relay) mailbox: (envelope, raw message).
 
-        The envelope is the JSON written by :meth:`Delivery._queue_remote`: ``sender``, ``ret``,
+        The envelope is the JSON written by :meth:`Delivery.commit`: ``sender``, ``ret``,
         ``envid`` and ``recipients`` (``address``, ``notify``, ``orcpt``). Raises
         :class:`crypto.CryptoError` when the row was not sealed to this mailbox or was altered.
         """
         key = crypto.open_data_key(self._private, crypto.SealedKey(row.suite, row.sealed_key))
-        envelope = json.loads(crypto.decrypt(key, row.envelope, _ENVELOPE))
+        envelope = json.loads(crypto.decrypt(key, row.envelope, ENVELOPE))
         if not isinstance(envelope, dict):
             raise crypto.CryptoError("relay envelope is not a JSON object")
         return envelope, crypto.decrypt(key, row.body, _BODY)
@@ -699,7 +608,7 @@ class MailboxSession:
         """A new sealed ``envelope`` for ``row`` under its own data key (e.g. fewer recipients
         left after a partial delivery); the caller stores it in ``row.envelope``."""
         key = crypto.open_data_key(self._private, crypto.SealedKey(row.suite, row.sealed_key))
-        return crypto.encrypt(key, json.dumps(envelope).encode(), _ENVELOPE)
+        return crypto.encrypt(key, json.dumps(envelope).encode(), ENVELOPE)
 
     async def append(self, name: str, raw: bytes, flags: Iterable[str] = (),
                      internal_date: datetime | None = None) -> tuple[int, int]:
@@ -896,6 +805,7 @@ def _searchable_text(raw: bytes) -> str:
 
 __all__ = [
     "DEFAULT_FOLDERS",
+    "DeliveredCopy",
     "Delivery",
     "DeliveryResult",
     "FolderInfo",
@@ -906,5 +816,6 @@ __all__ = [
     "MessageInfo",
     "QuotaExceeded",
     "RelationFacts",
+    "RemoteRecipient",
     "StoreError",
 ]

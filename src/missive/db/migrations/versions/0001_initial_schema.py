@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:20:51.372556
+Create Date: 2026-11-23 14:22:18.571336
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def upgrade() -> None:
         sa.Column("suite", sa.String(length=64), nullable=False),
         sa.Column("public_key", sa.LargeBinary(), nullable=False),
         sa.Column("wrapped_private_key", sa.LargeBinary(), nullable=True),
-        sa.Column("master_key_id", sa.String(length=32), nullable=True),
+        sa.Column("key_ref", sa.String(length=32), nullable=True),
         sa.Column("highest_modseq", sa.BigInteger(), nullable=False),
         sa.Column("quota_bytes", sa.BigInteger(), nullable=False),
         sa.Column("used_bytes", sa.BigInteger(), nullable=False),
@@ -117,6 +117,14 @@ def upgrade() -> None:
         sa.Column("updated_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_trust_domain")),
         sa.UniqueConstraint("domain", name=op.f("uq_trust_domain_domain")),
+    )
+    op.create_table(
+        "web_login_throttle",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("locked_until", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_web_login_throttle")),
     )
     op.create_table(
         "content",
@@ -173,6 +181,44 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_folder")),
         sa.UniqueConstraint("mailbox_id", "name", name="uq_folder_mailbox_name"),
     )
+    op.create_table(
+        "notification_delivery",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox_id", sa.Integer(), nullable=False),
+        sa.Column("batch_key", sa.String(length=64), nullable=False),
+        sa.Column("channel", sa.String(length=8), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=80), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("first_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailbox.id"],
+            name=op.f("fk_notification_delivery_mailbox_id_mailbox"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_delivery")),
+        sa.UniqueConstraint(
+            "idempotency_key", name=op.f("uq_notification_delivery_idempotency_key")
+        ),
+    )
+    with op.batch_alter_table("notification_delivery", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notification_delivery_batch_key"), ["batch_key"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_notification_delivery_mailbox_id"), ["mailbox_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_notify_delivery_state_next", ["state", "next_attempt_at"], unique=False
+        )
+
     op.create_table(
         "notification_outbox",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -420,11 +466,70 @@ def upgrade() -> None:
             batch_op.f("ix_professional_alias_professional_id"), ["professional_id"], unique=False
         )
 
+    op.create_table(
+        "web_code",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("patient_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=12), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["patient_id"],
+            ["patient.id"],
+            name=op.f("fk_web_code_patient_id_patient"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_code")),
+        sa.UniqueConstraint("code_hash", name=op.f("uq_web_code_code_hash")),
+    )
+    with op.batch_alter_table("web_code", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_web_code_patient_id"), ["patient_id"], unique=False)
+
+    op.create_table(
+        "web_session",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("csrf_token", sa.String(length=64), nullable=False),
+        sa.Column("stage", sa.String(length=10), nullable=False),
+        sa.Column("principal_kind", sa.String(length=10), nullable=True),
+        sa.Column("principal_id", sa.Integer(), nullable=True),
+        sa.Column("active_delegate_id", sa.Integer(), nullable=True),
+        sa.Column("otp_hash", sa.String(length=64), nullable=True),
+        sa.Column("otp_channel", sa.String(length=8), nullable=True),
+        sa.Column("otp_expires_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("otp_attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("idle_expires_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["active_delegate_id"],
+            ["delegate.id"],
+            name=op.f("fk_web_session_active_delegate_id_delegate"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_session")),
+    )
+    with op.batch_alter_table("web_session", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_web_session_principal_id"), ["principal_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("web_session", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_session_principal_id"))
+
+    op.drop_table("web_session")
+    with op.batch_alter_table("web_code", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_code_patient_id"))
+
+    op.drop_table("web_code")
     with op.batch_alter_table("professional_alias", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_professional_alias_professional_id"))
 
@@ -459,12 +564,19 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_state_next")
 
     op.drop_table("notification_outbox")
+    with op.batch_alter_table("notification_delivery", schema=None) as batch_op:
+        batch_op.drop_index("ix_notify_delivery_state_next")
+        batch_op.drop_index(batch_op.f("ix_notification_delivery_mailbox_id"))
+        batch_op.drop_index(batch_op.f("ix_notification_delivery_batch_key"))
+
+    op.drop_table("notification_delivery")
     op.drop_table("folder")
     op.drop_table("correspondent")
     with op.batch_alter_table("content", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_content_mailbox_id"))
 
     op.drop_table("content")
+    op.drop_table("web_login_throttle")
     op.drop_table("trust_domain")
     with op.batch_alter_table("relay_queue", schema=None) as batch_op:
         batch_op.drop_index("ix_relay_state_next")

@@ -1,0 +1,420 @@
+"""The delivery transaction and its group commit.
+
+Shape (maddy's): :meth:`MailboxStore.delivery` starts a :class:`Delivery`; ``add_local`` and
+``add_remote`` add recipients; :meth:`Delivery.commit` seals the message for every local
+recipient and returns only once everything is durable; ``abort`` drops it. Atomicity rules:
+
+- One delivery is all-or-nothing: its messages in every recipient mailbox, its notification
+  outbox rows, its relay queue rows, its relation hashes (C7) and its audit entries are written
+  in one database transaction (P11). A front answers 250 only after ``commit`` returned.
+- Sealing (HPKE + AES-GCM, CPU only) happens *before* the transaction, so the database write
+  lock is held only for the inserts.
+- **Group commit**: concurrent deliveries of one process are written together in one
+  transaction by a single writer task (one fsync for many messages, as Postfix and databases
+  do). If a batch fails, each of its deliveries is retried alone, so one bad delivery never
+  fails another; each caller gets its own result or error.
+- A caller that stops waiting (client gone) does not cancel the write: the message may then be
+  delivered without the client having seen 250; SMTP tolerates that duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.orm import Session
+
+from missive.audit import log as audit
+from missive.db.base import utcnow
+from missive.errors import MissiveError, NotFound
+from missive.mailbox import crypto
+from missive.mailbox.models import (
+    Content,
+    Conversation,
+    Correspondent,
+    Folder,
+    Mailbox,
+    Message,
+    NotificationOutbox,
+    ReceivedRef,
+    RelayQueue,
+)
+from missive.mime.summary import MessageSummary, summarize
+
+if TYPE_CHECKING:
+    from missive.mailbox.store import MailboxStore
+
+log = logging.getLogger(__name__)
+
+BODY = b"body"
+META = b"meta"
+ENVELOPE = b"envelope"
+RELAY_LABEL = "relay"
+#: Largest number of deliveries written in one transaction.
+MAX_BATCH = 64
+
+
+class StoreError(MissiveError):
+    """A store operation was refused (closed mailbox, quota, bad folder name…)."""
+
+
+class MailboxClosed(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeliveredCopy:
+    mailbox_id: int
+    folder: str
+    uid: int
+    uidvalidity: int
+
+
+@dataclass(frozen=True)
+class RemoteRecipient:
+    address: str
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@dataclass
+class DeliveryResult:
+    local: list[DeliveredCopy] = field(default_factory=list)
+    relayed: list[str] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Copy:
+    """One sealed copy for one recipient mailbox folder, ready to insert."""
+
+    mailbox_id: int
+    folder: str
+    suite: str
+    sealed_key: bytes
+    meta: bytes
+    body: bytes
+    size: int
+
+
+@dataclass
+class _RelayRow:
+    domain: str
+    suite: str
+    sealed_key: bytes
+    envelope: bytes
+    body: bytes
+    size: int
+    recipients: list[str]
+
+
+@dataclass
+class _Job:
+    sender: str
+    source: str
+    actor: str | None
+    notify: bool
+    message_id: str
+    thread_hash: str | None
+    copies: list[_Copy]
+    relays: list[_RelayRow]
+    size: int
+    future: asyncio.Future[DeliveryResult]
+
+
+class Delivery:
+    """One delivery transaction: add recipients, then ``commit(raw)`` or ``abort()``."""
+
+    def __init__(self, store: MailboxStore, *, sender: str, source: str,
+                 actor: str | None) -> None:
+        self.store = store
+        self.sender = sender
+        self.source = source
+        self.actor = actor
+        self.local: list[tuple[int, str]] = []
+        self.remote: list[RemoteRecipient] = []
+        self.close_conversation = False
+        self.notify = True
+        self.ret: str | None = None
+        self.envid: str | None = None
+        self._done = False
+
+    def add_local(self, mailbox_id: int, folder: str = "INBOX") -> None:
+        if (mailbox_id, folder) not in self.local:
+            self.local.append((mailbox_id, folder))
+
+    def add_remote(self, address: str, *, notify: Sequence[str] = (),
+                   orcpt: str | None = None) -> None:
+        self.remote.append(RemoteRecipient(address, tuple(notify), orcpt))
+
+    def abort(self) -> None:
+        self._done = True
+
+    async def commit(self, raw: bytes, *, summary: MessageSummary | None = None) -> DeliveryResult:
+        """Seal and store for every recipient; durable when it returns (P11)."""
+        if self._done:
+            raise StoreError("delivery already finished")
+        self._done = True
+        store = self.store
+        summary = summary or summarize(raw)
+        meta = json.dumps(summary.to_dict(), ensure_ascii=False).encode()
+        copies = []
+        for mailbox_id, folder in self.local:
+            public = await store.public_key(mailbox_id)
+            data_key = crypto.new_data_key()
+            sealed = crypto.seal_data_key(public, data_key)
+            copies.append(_Copy(mailbox_id, folder, sealed.suite, sealed.blob,
+                                crypto.encrypt(data_key, meta, META),
+                                crypto.encrypt(data_key, raw, BODY), len(raw)))
+        relays = await self._seal_remote(raw) if self.remote else []
+        thread = summary.thread_root if self.close_conversation else ""
+        job = _Job(self.sender, self.source, self.actor, self.notify, summary.message_id,
+                   store.thread_hash(thread) if thread else None, copies, relays, len(raw),
+                   asyncio.get_running_loop().create_future())
+        return await store.committer.submit(job)
+
+    async def _seal_remote(self, raw: bytes) -> list[_RelayRow]:
+        public = await self.store.relay_public_key()
+        by_domain: dict[str, list[RemoteRecipient]] = {}
+        for r in self.remote:
+            by_domain.setdefault(r.address.rsplit("@", 1)[-1].lower(), []).append(r)
+        rows = []
+        for domain, rcpts in sorted(by_domain.items()):
+            data_key = crypto.new_data_key()
+            sealed = crypto.seal_data_key(public, data_key)
+            envelope = json.dumps({
+                "sender": self.sender, "ret": self.ret, "envid": self.envid,
+                "recipients": [{"address": r.address, "notify": list(r.notify),
+                                "orcpt": r.orcpt} for r in rcpts],
+            }).encode()
+            rows.append(_RelayRow(domain, sealed.suite, sealed.blob,
+                                  crypto.encrypt(data_key, envelope, ENVELOPE),
+                                  crypto.encrypt(data_key, raw, BODY), len(raw),
+                                  [r.address for r in rcpts]))
+        return rows
+
+
+class GroupCommitter:
+    """Writes queued deliveries in batches, one transaction per batch (see module docstring)."""
+
+    def __init__(self, store: MailboxStore) -> None:
+        self.store = store
+        self._pending: list[_Job] = []
+        self._task: asyncio.Task[None] | None = None
+        self._inbox_cache: dict[int, tuple[int, int]] = {}
+
+    async def submit(self, job: _Job) -> DeliveryResult:
+        self._pending.append(job)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        # shield: a caller giving up must not cancel a write other callers share.
+        return await asyncio.shield(job.future)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                results = await self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - isolate the failing delivery below
+                if len(batch) == 1:
+                    _resolve(batch[0].future, exc=exc)
+                    continue
+                for job in batch:
+                    try:
+                        (result,) = await self._write([job])
+                    except Exception as single:  # noqa: BLE001 - reported to its caller
+                        _resolve(job.future, exc=single)
+                    else:
+                        _resolve(job.future, result=result)
+                continue
+            for job, result in zip(batch, results, strict=True):
+                _resolve(job.future, result=result)
+
+    def _folders(self, s: Session, wanted: set[tuple[int, str]]
+                       ) -> dict[tuple[int, str], tuple[int, int]]:
+        """(mailbox, folder name) -> (folder id, uidvalidity). INBOX ids are cached: INBOX
+        can be neither deleted nor renamed away (RFC 3501 §6.3.4–5)."""
+        out: dict[tuple[int, str], tuple[int, int]] = {}
+        missing: set[tuple[int, str]] = set()
+        for key in wanted:
+            if key[1] == "INBOX" and key[0] in self._inbox_cache:
+                out[key] = self._inbox_cache[key[0]]
+            else:
+                missing.add(key)
+        if missing:
+            rows = (s.execute(select(Folder.id, Folder.mailbox_id, Folder.name,
+                                           Folder.uidvalidity).where(
+                Folder.mailbox_id.in_({m for m, _ in missing}),
+                Folder.name.in_({n for _, n in missing})))).all()
+            for fid, mid, name, validity in rows:
+                if (mid, name) in missing:
+                    out[(mid, name)] = (fid, validity)
+                    if name == "INBOX":
+                        self._inbox_cache[mid] = (fid, validity)
+        return out
+
+    async def _write(self, batch: list[_Job]) -> list[DeliveryResult]:
+        results = await self.store.db.run_write(lambda s: self._write_sync(s, batch))
+        for mid in {c.mailbox_id for job in batch for c in job.copies}:
+            self.store.events.publish(mid)
+        return results
+
+    def _write_sync(self, s: Session, batch: list[_Job]) -> list[DeliveryResult]:
+        """The batch transaction, on a synchronous session (see ``Database.run_write``)."""
+        store = self.store
+        now = utcnow()
+        results = [DeliveryResult() for _ in batch]
+        ids = {c.mailbox_id for job in batch for c in job.copies}
+        boxes = {row[0]: (row[1], row[2]) for row in (s.execute(
+            select(Mailbox.id, Mailbox.status, Mailbox.kind).where(Mailbox.id.in_(ids)))
+        ).all()} if ids else {}
+        folders = self._folders(s, {(c.mailbox_id, c.folder)
+                                          for job in batch for c in job.copies})
+        for job in batch:
+            for c in job.copies:
+                if c.mailbox_id not in boxes:
+                    raise NotFound("no such mailbox")
+                if boxes[c.mailbox_id][0] != "active":
+                    raise MailboxClosed("recipient mailbox is closed")
+                if (c.mailbox_id, c.folder) not in folders:
+                    raise NotFound(f"no folder {c.folder!r}")
+        # UIDs: one UPDATE … RETURNING per folder, for all of its new messages.
+        per_folder: dict[int, int] = {}
+        per_box: dict[int, tuple[int, int]] = {}
+        for job in batch:
+            for c in job.copies:
+                fid = folders[(c.mailbox_id, c.folder)][0]
+                per_folder[fid] = per_folder.get(fid, 0) + 1
+                n, size = per_box.get(c.mailbox_id, (0, 0))
+                per_box[c.mailbox_id] = (n + 1, size + c.size)
+        next_uid: dict[int, int] = {}
+        for fid, count in sorted(per_folder.items()):
+            end = (s.execute(update(Folder).where(Folder.id == fid).values(
+                uidnext=Folder.uidnext + count).returning(Folder.uidnext))).scalar_one()
+            next_uid[fid] = end - count
+        next_modseq: dict[int, int] = {}
+        for mid, (count, size) in sorted(per_box.items()):
+            end = (s.execute(update(Mailbox).where(Mailbox.id == mid).values(
+                highest_modseq=Mailbox.highest_modseq + count,
+                used_bytes=Mailbox.used_bytes + size).returning(Mailbox.highest_modseq))
+            ).scalar_one()
+            next_modseq[mid] = end - count + 1
+        copies = [(i, c) for i, job in enumerate(batch) for c in job.copies]
+        content_ids: list[int] = []
+        if copies:
+            content_ids = list((s.execute(
+                insert(Content).returning(Content.id, sort_by_parameter_order=True),
+                [{"mailbox_id": c.mailbox_id, "suite": c.suite, "sealed_key": c.sealed_key,
+                  "meta": c.meta, "body": c.body, "size": c.size, "created_at": now}
+                 for _, c in copies])).scalars())
+        messages: list[dict[str, object]] = []
+        correspondents: list[dict[str, object]] = []
+        refs: list[dict[str, object]] = []
+        outbox: list[tuple[int, dict[str, object]]] = []
+        entries: list[audit.Entry] = []
+        for (i, c), content_id in zip(copies, content_ids, strict=True):
+            job = batch[i]
+            fid, validity = folders[(c.mailbox_id, c.folder)]
+            uid = next_uid[fid]
+            next_uid[fid] += 1
+            modseq = next_modseq[c.mailbox_id]
+            next_modseq[c.mailbox_id] += 1
+            messages.append({"mailbox_id": c.mailbox_id, "folder_id": fid, "uid": uid,
+                             "content_id": content_id, "flags": "", "internal_date": now,
+                             "size": c.size, "modseq": modseq})
+            results[i].local.append(DeliveredCopy(c.mailbox_id, c.folder, uid, validity))
+            if job.sender:
+                correspondents.append({"mailbox_id": c.mailbox_id, "last_seen": now,
+                                       "peer_hash": store.peer_hash(c.mailbox_id,
+                                                                    job.sender)})
+                if job.message_id:
+                    refs.append({"mailbox_id": c.mailbox_id, "ref_hash": store.ref_hash(
+                        c.mailbox_id, job.message_id, job.sender)})
+            if boxes[c.mailbox_id][1] == "patient" and job.notify and c.folder == "INBOX":
+                outbox.append((i, {"mailbox_id": c.mailbox_id, "event": "message.delivered",
+                                   "idempotency_key": uuid.uuid4().hex, "state": "pending",
+                                   "attempts": 0, "created_at": now,
+                                   "next_attempt_at": now}))
+            entries.append(audit.Entry(
+                "message.deliver",
+                actor=store.actor_hash(job.sender) if job.sender else job.actor,
+                mailbox_id=c.mailbox_id,
+                details={"uid": uid, "folder": c.folder, "size": c.size,
+                         "source": job.source}))
+        if messages:
+            s.execute(insert(Message), messages)
+        if correspondents:
+            s.execute(_insert_ignore(s, Correspondent, ["mailbox_id", "peer_hash"]),
+                            _unique(correspondents, ("mailbox_id", "peer_hash")))
+        if refs:
+            s.execute(insert(ReceivedRef), refs)
+        if outbox:
+            ids_out = list((s.execute(
+                insert(NotificationOutbox).returning(NotificationOutbox.id,
+                                                     sort_by_parameter_order=True),
+                [row for _, row in outbox])).scalars())
+            for (i, _), oid in zip(outbox, ids_out, strict=True):
+                results[i].outbox_ids.append(oid)
+        for i, job in enumerate(batch):
+            if job.thread_hash:
+                s.execute(_insert_ignore(s, Conversation, ["thread_hash"]),
+                                [{"thread_hash": job.thread_hash, "closed_at": now}])
+                s.execute(update(Conversation).where(
+                    Conversation.thread_hash == job.thread_hash,
+                    Conversation.closed_at.is_(None)).values(closed_at=now))
+            for r in job.relays:
+                s.add(RelayQueue(domain=r.domain, state="pending", attempts=0, suite=r.suite,
+                                 sealed_key=r.sealed_key, envelope=r.envelope, body=r.body,
+                                 size=r.size, created_at=now, next_attempt_at=now))
+                results[i].relayed.extend(r.recipients)
+                entries.append(audit.Entry("message.relay_queued", actor=job.actor,
+                                           details={"domain": r.domain,
+                                                    "recipients": len(r.recipients),
+                                                    "size": r.size}))
+        audit.append_many_sync(s, entries)
+        store.events.notify_sync(s, set(per_box))
+        return results
+
+    async def close(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+
+def _resolve(future: asyncio.Future[DeliveryResult], *, result: DeliveryResult | None = None,
+             exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert result is not None  # noqa: S101
+        future.set_result(result)
+
+
+def _unique(rows: list[dict[str, object]], keys: tuple[str, ...]) -> list[dict[str, object]]:
+    seen: set[tuple[object, ...]] = set()
+    out = []
+    for row in rows:
+        k = tuple(row[x] for x in keys)
+        if k not in seen:
+            seen.add(k)
+            out.append(row)
+    return out
+
+
+def _insert_ignore(s: Session, table: type, keys: list[str]) -> object:
+    """INSERT … ON CONFLICT DO NOTHING for SQLite and PostgreSQL (executemany-able)."""
+    dialect = s.bind.dialect.name if s.bind is not None else "sqlite"
+    module = pg_dialect if dialect == "postgresql" else sqlite_dialect
+    return module.insert(table).on_conflict_do_nothing(index_elements=keys)
+
