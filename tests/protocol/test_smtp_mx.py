@@ -55,7 +55,7 @@ async def test_aiosmtplib_operator_null_sender_dsn_accepted(env: SmtpEnv) -> Non
     ctx = env.client_context(peer.cert, peer.key)
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=env.ports["smtp_mx"],
                                start_tls=True, tls_context=ctx) as client:
-        await client.ehlo("peer-mta.test")
+        await client.ehlo(hostname="peer-mta.test")
         mail = await client.execute_command(b"MAIL", b"FROM:<>")
         assert mail.code == 250, mail
         rcpt = await client.rcpt(env.pro)
