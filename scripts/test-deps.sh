@@ -8,6 +8,7 @@ PACKAGES=(
   isync
   offlineimap3
   chromium
+  swaks
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
