@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select
@@ -210,3 +211,63 @@ async def test_logout_everywhere_ends_other_sessions(
         assert r.status_code == 303
         assert (await other.get("/boite/reception")).status_code == 303
     assert (await client.get("/boite/reception")).status_code == 303
+
+
+async def test_pages_walk_every_message_once_in_both_directions(
+        tmp_path: Path, otp: FakeOtp) -> None:
+    from conftest import make_core, new_client, web_settings  # type: ignore[import-not-found]
+
+    core = await make_core(web_settings(tmp_path / "d", webmail={"page_size": 3}))
+    try:
+        patient = await make_patient(core, 7)
+        pro = await make_pro(core, 7)
+        uids = [await deliver(core, pro.address, patient,
+                              message(pro.address, "p@x", f"Message numéro {i:02d}"))
+                for i in range(10)]
+        box = await core.store.open(patient.mailbox_id)
+        await box.move("INBOX", [uids[2], uids[5], uids[6]], "Archive")  # gaps in the UIDs
+        expected = [f"Message numéro {i:02d}" for i in reversed(range(10)) if i not in (2, 5, 6)]
+        async with await new_client(core, otp) as c:
+            await login(c, otp, ins_number(7))
+            seen: list[str] = []
+            url: str | None = "/boite/reception"
+            pages: list[str] = []
+            while url:
+                text = (await c.get(url)).text
+                pages.append(url)
+                seen += re.findall(r"Message numéro \d\d", text)
+                older = re.search(r'href="(/boite/reception\?avant=\d+)"', text)
+                url = older.group(1) if older else None
+            assert seen == expected and len(pages) == 3
+            back: list[str] = []
+            text = (await c.get(pages[-1])).text
+            while True:
+                back = re.findall(r"Message numéro \d\d", text) + back
+                newer = re.search(r'href="(/boite/reception\?apres=\d+)"', text)
+                if not newer:
+                    break
+                text = (await c.get(newer.group(1))).text
+            assert back == expected
+    finally:
+        await core.close()
+
+
+async def test_idle_session_ends_with_a_message(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from missive.db.base import utcnow
+    from missive.webmail.models import WebSession
+
+    await make_patient(wcore, 8)
+    await login(client, otp, ins_number(8))
+    assert (await client.get("/boite/reception")).status_code == 200
+    async with wcore.db.write() as s:
+        await s.execute(update(WebSession).values(
+            idle_expires_at=utcnow() - timedelta(seconds=1)))
+    r = await client.get("/boite/reception")
+    assert r.status_code == 303 and r.headers["location"] == "/connexion"
+    page = await client.get("/connexion")
+    assert "sans activité" in html.unescape(page.text)

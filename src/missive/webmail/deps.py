@@ -65,11 +65,17 @@ async def load_session(request: Request) -> None:
     web = get_web(request)
     cookie = request.cookies.get(web.cookie_name)
     state: SessionState | None = None
-    if cookie:
-        async with web.core.db.write() as s:
-            state = await web.sessions.load(s, cookie)
-        if state is None:
-            request.state.expired = True
+    session_id = web.sessions.session_id(cookie)
+    if session_id is not None:
+        async with web.core.db.read() as s:
+            state, needs_write = await web.sessions.peek(s, session_id)
+        if needs_write:
+            async with web.core.db.write() as s:
+                state = await web.sessions.touch(s, session_id)
+            if state is None:
+                web.vault.drop_session(session_id)
+    if cookie and state is None:
+        request.state.expired = True
     request.state.web_session = state
 
 

@@ -101,23 +101,38 @@ class SessionStore:
         await s.flush()
         return self.signer.sign(token), _state(row)
 
-    async def load(self, s: AsyncSession, cookie: str | None) -> SessionState | None:
-        """The live session of ``cookie``; expired rows are deleted and give None."""
+    def session_id(self, cookie: str | None) -> str | None:
+        """The row id a cookie designates, if its signature is good (no database access)."""
         if not cookie:
             return None
         token = self.signer.unsign(cookie)
-        if token is None:
-            return None
-        row = await s.get(WebSession, _digest(token))
+        return _digest(token) if token is not None else None
+
+    async def peek(self, s: AsyncSession, session_id: str) -> tuple[SessionState | None, bool]:
+        """Read-only: (live state or None, whether the row needs a write — touch or delete).
+
+        Most requests only read, so that the web front does not take SQLite's write lock (which
+        the SMTP deliveries need) on every page view.
+        """
+        row = await s.get(WebSession, session_id)
+        if row is None:
+            return None, False
+        now = utcnow()
+        if now >= row.idle_expires_at or now >= row.expires_at:
+            return None, True
+        return _state(row), now - row.last_seen_at >= TOUCH_EVERY
+
+    async def touch(self, s: AsyncSession, session_id: str) -> SessionState | None:
+        """Move the idle deadline (or delete an expired row); returns the live state."""
+        row = await s.get(WebSession, session_id)
         if row is None:
             return None
         now = utcnow()
         if now >= row.idle_expires_at or now >= row.expires_at:
             await s.delete(row)
             return None
-        if now - row.last_seen_at >= TOUCH_EVERY:
-            row.last_seen_at = now
-            row.idle_expires_at = min(now + self.idle, row.expires_at)
+        row.last_seen_at = now
+        row.idle_expires_at = min(now + self.idle, row.expires_at)
         return _state(row)
 
     async def rotate(self, s: AsyncSession, session_id: str, **changes: object) -> tuple[

@@ -13,7 +13,6 @@ not their address; an unknown sender shows the display name of the message.
 from __future__ import annotations
 
 import email.utils
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -111,24 +110,66 @@ def base_context(who: Viewer, slug: str | None = None) -> dict[str, Any]:
     return {"viewer": who, "folders": FOLDERS, "current": slug}
 
 
+#: Largest UID window asked of the store at once (bound on the IN list's parameters).
+MAX_WINDOW = 20_000
+
+
+async def _walk(box: MailboxSession, name: str, start: int, stop: int, want: int,
+                *, down: bool) -> list[MessageInfo]:
+    """Up to ``want`` messages with UIDs from ``start`` towards ``stop`` (inclusive), in that
+    direction. Windows of UIDs grow geometrically, so a dense folder costs one query and a
+    sparse one a few (UIDs ascend with gaps left by moves and expunges, RFC 3501 §2.3.1.1)."""
+    out: list[MessageInfo] = []
+    width = max(4 * want, 100)
+    cursor = start
+    while len(out) < want and (cursor >= stop if down else cursor <= stop):
+        if down:
+            lo, hi = max(stop, cursor - width + 1), cursor
+            cursor = lo - 1
+        else:
+            lo, hi = cursor, min(stop, cursor + width - 1)
+            cursor = hi + 1
+        got = await box.messages(name, list(range(lo, hi + 1)))
+        out.extend(reversed(got) if down else got)
+        width = min(width * 4, MAX_WINDOW)
+    return out[:want]
+
+
+def _uid_param(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 11 else None
+
+
 @router.get("/boite/{slug}")
 async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) -> Response:
+    """Newest first, by pages of ``webmail.page_size``: keyset pagination on UIDs
+    (``?avant=<uid>`` older, ``?apres=<uid>`` newer) so that a page costs the same in a folder
+    of 100 or 100,000 messages."""
     name = folder_of(slug)
     if who.mailbox_id is None:
         return page(request, "no_mailbox.html", base_context(who, slug))
     box = await opened_mailbox(web, who)
     size = web.settings.webmail.page_size
-    asked = request.query_params.get("page", "1")
-    page_number = int(asked) if asked.isdigit() and len(asked) < 9 else 1
-    infos = await box.messages(name)
-    infos.reverse()  # newest first
-    pages = max(1, math.ceil(len(infos) / size))
-    page_number = min(max(1, page_number), pages)
-    chunk = infos[(page_number - 1) * size: page_number * size]
+    status = await box.status(name)
+    top = status.uidnext - 1
+    before = _uid_param(request.query_params.get("avant"))
+    after = _uid_param(request.query_params.get("apres"))
+    if after is not None and before is None:
+        chunk = await _walk(box, name, after + 1, top, size + 1, down=False)
+        newer = len(chunk) > size
+        chunk = list(reversed(chunk[:size]))
+        older = bool(chunk) and bool(await _walk(box, name, chunk[-1].uid - 1, 1, 1, down=True))
+    else:
+        start = min(before - 1, top) if before is not None else top
+        chunk = await _walk(box, name, start, 1, size + 1, down=True)
+        older = len(chunk) > size
+        chunk = chunk[:size]
+        newer = bool(chunk) and chunk[0].uid < top and bool(
+            await _walk(box, name, chunk[0].uid + 1, top, 1, down=False))
     return page(request, "folder.html", {
-        **base_context(who, slug), "title": FOLDERS[slug][1], "rows": await rows_for(
-            web, box, name, chunk), "page": page_number, "pages": pages, "total": len(infos),
-        "unread": sum(1 for m in infos if "\\Seen" not in m.flags)})
+        **base_context(who, slug), "title": FOLDERS[slug][1],
+        "rows": await rows_for(web, box, name, chunk), "total": status.messages,
+        "unread": status.unseen, "older": chunk[-1].uid if older and chunk else None,
+        "newer": chunk[0].uid if newer and chunk else None})
 
 
 async def _message(box: MailboxSession, name: str, uid: int) -> tuple[MessageInfo, bytes]:
