@@ -310,6 +310,105 @@ async def test_email_notice_through_smtp_relay(
     assert len(smtp_sink.messages) == 1
 
 
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throw-away server certificate for 127.0.0.1 (the relay's), as PEM files."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+# aiosmtpd cannot see that the socket itself is TLS (implicit TLS) and warns about AUTH.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+async def test_email_over_tls_with_authentication(
+        core: Any, clock: Clock, tmp_path: Path, mode: str) -> None:
+    """The production modes: the relay's certificate is verified (here against its own
+    self-signed certificate, ``smtp_ca_file``) and the worker authenticates after TLS."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert_file, key_file = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"relay-pass")
+
+    handler = SmtpSink()
+    loop = asyncio.get_running_loop()
+    if mode == "starttls":
+        server = await loop.create_server(
+            lambda: SMTPServer(handler, hostname="relay.test", tls_context=server_ctx,
+                               require_starttls=True, authenticator=authenticator,
+                               auth_required=True), "127.0.0.1", 0)
+    else:
+        server = await loop.create_server(
+            lambda: SMTPServer(handler, hostname="relay.test", authenticator=authenticator,
+                               auth_required=True, auth_require_tls=False),
+            "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        configure(core, coalesce_seconds=0, smtp_relay=f"127.0.0.1:{port}", smtp_tls=mode,
+                  smtp_ca_file=cert_file, smtp_username="notifier",
+                  smtp_password=SecretStr("relay-pass"))
+        mid = await make_patient(core, notify="email")
+        await deliver(core, mid)
+        assert (await NotifyWorker(core, clock=clock).run_once()).sent == 1
+    finally:
+        server.close()
+    assert logins == [(b"notifier", b"relay-pass")]
+    assert len(handler.messages) == 1
+    no_markers(handler.messages[0][2])
+
+
+async def test_email_relay_with_an_unknown_certificate_is_not_used(
+        core: Any, clock: Clock, tmp_path: Path) -> None:
+    """Without the CA that signed the relay's certificate, nothing is sent (retried later)."""
+    import ssl
+
+    cert_file, key_file = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    handler = SmtpSink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTPServer(handler, hostname="relay.test", tls_context=server_ctx),
+        "127.0.0.1", 0)
+    try:
+        configure(core, coalesce_seconds=0, smtp_tls="starttls",
+                  smtp_relay=f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        mid = await make_patient(core, notify="email")
+        await deliver(core, mid)
+        report = await NotifyWorker(core, clock=clock).run_once()
+    finally:
+        server.close()
+    assert report.retried == 1 and handler.messages == []
+
+
 async def test_500_then_200_is_retried_and_received_once_per_key(
         core: Any, clock: Clock, sink: WebhookSink) -> None:
     configure(core, coalesce_seconds=0, sms_webhook_url=sink.url)
