@@ -5,7 +5,9 @@ shares the process with the SMTP/IMAP fronts and the workers), waits until it li
 returns a :class:`WebFront` with ``ports = {"web": port}``. A configured port 0 picks a free
 port; the real one is read back from the socket. uvicorn's own signal handling is disabled:
 ``runtime.serve`` owns SIGTERM/SIGINT and calls :meth:`WebFront.stop`. Access logs are off (no
-URL of a patient's mailbox in logs).
+URL of a patient's mailbox in logs). A housekeeping task deletes expired sessions every
+``PURGE_SECONDS`` and drops their opened mailboxes from memory (C6), so that an unwrapped key
+does not outlive its session even when the browser never comes back.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import uvicorn
 
 from missive.runtime import Core
 from missive.webmail.app import create_app
+from missive.webmail.deps import Web
 
 log = logging.getLogger(__name__)
+PURGE_SECONDS = 60.0
 
 
 class _Server(uvicorn.Server):
@@ -31,13 +35,36 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def housekeeping(web: Web, every: float = PURGE_SECONDS) -> None:
+    """Forever: purge expired sessions and forget their keys."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await purge_once(web)
+        except Exception:
+            log.exception("web session purge failed")
+
+
+async def purge_once(web: Web) -> int:
+    async with web.core.db.write() as s:
+        ended = await web.sessions.purge_expired(s)
+    for sid in ended:
+        web.vault.drop_session(sid)
+    return len(ended)
+
+
 class WebFront:
-    def __init__(self, server: _Server, task: asyncio.Task[None], port: int) -> None:
+    def __init__(self, server: _Server, task: asyncio.Task[None], port: int,
+                 janitor: asyncio.Task[None]) -> None:
         self._server = server
         self._task = task
+        self._janitor = janitor
         self.ports = {"web": port}
 
     async def stop(self) -> None:
+        self._janitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._janitor
         self._server.should_exit = True
         try:
             await asyncio.wait_for(self._task, timeout=10)
@@ -67,4 +94,5 @@ async def start(core: Core) -> WebFront:
             port = int(sock.getsockname()[1])
             break
     log.info("webmail listening on %s:%s", settings.webmail.bind, port)
-    return WebFront(server, task, port)
+    janitor = asyncio.create_task(housekeeping(app.state.web), name="missive-web-purge")
+    return WebFront(server, task, port, janitor)
