@@ -51,9 +51,11 @@ PORT_NAMES = {"submission": "smtp_submission", "submission_tls": "smtp_submissio
 
 
 class _NoContent(logging.Filter):
-    """Drops aiosmtpd's per-line DATA records (message content) and AUTH transcripts."""
+    """Drops aiosmtpd's per-line DATA records (message content), AUTH transcripts, and its
+    deprecation notice for ``Session.login_data`` (which aiosmtpd itself sets at each AUTH)."""
 
-    _DROP = ("DATA readline", "auth_", "challenge", "_handle_client readline")
+    _DROP = ("DATA readline", "auth_", "challenge", "_handle_client readline",
+             "login_data is deprecated")
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
