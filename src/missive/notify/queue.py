@@ -135,7 +135,7 @@ async def form_batches(db: Database, *, now: datetime, window: timedelta,
                     next_attempt_at=now, created_at=now))
                 report.notices += 1
             for r in rows:
-                r.state, r.attempts = "batched", r.attempts + 1
+                r.state = "batched"
             report.folded += len(rows)
     return report
 
@@ -230,17 +230,6 @@ async def mark_failed(db: Database, job: Job, *, now: datetime, reason: str, per
                                details={"channel": job.channel, "attempts": job.attempts,
                                         "key": job.key})
     return "dead" if dead else "retry"
-
-
-async def next_wakeup(db: Database, *, window: timedelta) -> datetime | None:
-    """The earliest moment some work becomes due (to sleep no longer than needed)."""
-    async with db.read() as s:
-        due = (await s.execute(select(func.min(NotificationDelivery.next_attempt_at)).where(
-            NotificationDelivery.state == "pending"))).scalar()
-        oldest = (await s.execute(select(func.min(NotificationOutbox.created_at)).where(
-            NotificationOutbox.state == "pending"))).scalar()
-    moments = [m for m in (due, oldest + window if oldest is not None else None) if m]
-    return min(moments) if moments else None
 
 
 # --- admin (``missive admin notify``) --------------------------------------------------------
