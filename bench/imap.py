@@ -1,0 +1,327 @@
+"""IMAP benchmark: Missive's IMAP front beside Debian's Dovecot, same messages, same client.
+
+Run: ``.venv/bin/python bench/imap.py [--messages 1000] [--bodies 1000] [--seconds 20]
+[--clients 10] [--no-dovecot]``. Prints one line per measure and the Missive/Dovecot ratio
+(target ≥ 0.7 while decrypting: every body Missive serves is opened with the mailbox key).
+
+Workloads, both servers over TLS on 127.0.0.1 with Python's imaplib as the client:
+
+1. log in, SELECT, ``FETCH 1:* (ENVELOPE)`` on ``--messages`` messages;
+2. ``FETCH n (BODY[])`` one message at a time over ``--bodies`` messages of 10 KB;
+3. a mixed workload for ``--seconds`` with ``--clients`` concurrent clients (SELECT, FETCH FLAGS,
+   ENVELOPE of a window, BODY.PEEK[] of one message, STORE a flag, SEARCH by header, NOOP),
+   counting commands per second.
+
+Dovecot runs from a private configuration in a temporary directory (Maildir, static password,
+our test certificate); messages are written into its Maildir directly. It is skipped, and said
+so, when ``/usr/sbin/dovecot`` is absent. Missive uses SQLite in a temporary data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import imaplib
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+LOGIN, PASSWORD = "bench@bench.missive.localhost", "bench-password"
+
+
+def make_message(i: int, size: int = 0) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Sender {i} <sender{i}@example.org>"
+    msg["To"] = LOGIN
+    msg["Subject"] = f"Bench message {i}"
+    msg["Message-ID"] = f"<bench{i}@example.org>"
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
+    text = f"Body of bench message {i}.\n"
+    if size:
+        line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\n"
+        text += line * max(1, size // len(line))
+    msg.set_content(text)
+    return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    ctx: ssl.SSLContext
+
+    def connect(self) -> imaplib.IMAP4_SSL:
+        c = imaplib.IMAP4_SSL("localhost", self.port, ssl_context=self.ctx, timeout=60)
+        c.login(LOGIN, PASSWORD)
+        return c
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+class _Auth:
+    def __init__(self, mailbox_id: int) -> None:
+        self.mailbox_id = mailbox_id
+
+    async def password(self, login: str, password: str) -> Any:
+        from missive.imap.auth import Principal
+
+        return Principal(login, self.mailbox_id) if password == PASSWORD else None
+
+    async def certificate(self, cert: Any, authzid: str | None) -> Any:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def missive(tmp: Path, messages: list[bytes], bodies: list[bytes]) -> AsyncIterator[
+        tuple[Target, Any]]:
+    from missive.certs import ca
+    from missive.certs.files import CertsLayout
+    from missive.certs.tls import server_context
+    from missive.config import load_settings
+    from missive.db.schema import create_schema
+    from missive.imap.server import start
+    from missive.mailbox import crypto
+    from missive.runtime import build_core
+
+    settings = load_settings(tmp / "missive", environment="test",
+                             domain="bench.missive.localhost", test_mode=True,
+                             imap={"port": 0, "tls_port": 0, "auth_failure_delay": 0,
+                                   "max_connections_per_user": 100})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    crypto.create_key_files(settings.master_key_path, settings.index_key_path)
+    ca.init_ca(settings)
+    ca.issue_server(settings, ["localhost"], ["127.0.0.1"])
+    core = await build_core(settings, with_master_key=True)
+    await create_schema(core.db)
+    async with core.db.write() as s:
+        mailbox_id = await core.store.create_mailbox(s, kind="professional")
+    mbox = await core.store.open(mailbox_id)
+    await mbox.create_folder("Bodies")
+    t = time.perf_counter()
+    for raw in messages:
+        await mbox.append("INBOX", raw)
+    for raw in bodies:
+        await mbox.append("Bodies", raw)
+    print(f"  missive: stored {len(messages) + len(bodies)} messages in "
+          f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+    front = await start(core, authenticator=_Auth(mailbox_id),
+                        ssl_context=server_context(settings))
+    ctx = ssl.create_default_context(cafile=str(CertsLayout.of(settings).ca_cert))
+    try:
+        yield Target("missive", front.ports["imaps"], ctx), settings
+    finally:
+        await front.stop()
+        await core.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def dovecot(tmp: Path, settings: Any, messages: list[bytes], bodies: list[bytes]) -> Any:
+    from missive.certs.ca import active_server_files
+    from missive.certs.files import CertsLayout
+
+    base = tmp / "dovecot"
+    home = base / "mail" / "bench"
+    for folder, raws in (("", messages), (".Bodies", bodies)):
+        d = home / "Maildir" / folder if folder else home / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        for i, raw in enumerate(raws):
+            (d / "cur" / f"{1700000000 + i}.M{i}P1.bench:2,").write_bytes(raw)
+    cert, key = active_server_files(settings)
+    port = _free_port()
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:  # dovecot refuses to serve mail as root: hand the Maildir to its own user
+        import pwd
+
+        entry = pwd.getpwnam("dovecot")
+        uid, gid = entry.pw_uid, entry.pw_gid
+        for path in (tmp, base, base / "mail"):
+            path.chmod(0o755)
+        for root, dirs, files in os.walk(base / "mail"):
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(root, name), uid, gid)
+        os.chown(base / "mail", uid, gid)
+    conf = base / "dovecot.conf"
+    conf.write_text(f"""
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+first_valid_uid = 0
+mail_location = maildir:~/Maildir
+mail_uid = {uid}
+mail_gid = {gid}
+auth_mechanisms = plain
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={home}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+""")
+    proc = subprocess.Popen(["/usr/sbin/dovecot", "-F", "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ctx = ssl.create_default_context(cafile=str(CertsLayout.of(settings).ca_cert))
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"dovecot did not start: {err[-2000:]}")
+            time.sleep(0.1)
+        yield Target("dovecot", port, ctx)
+    except Exception:
+        log = base / "dovecot.log"
+        if log.exists():
+            print("dovecot log:\n" + log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+# --- workloads ---------------------------------------------------------------------------------
+
+
+def envelopes(t: Target) -> float:
+    start = time.perf_counter()
+    c = t.connect()
+    c.select("INBOX")
+    typ, data = c.fetch("1:*", "(ENVELOPE)")
+    assert typ == "OK" and data, data
+    elapsed = time.perf_counter() - start
+    c.logout()
+    return elapsed
+
+
+def bodies(t: Target, count: int) -> float:
+    c = t.connect()
+    c.select("Bodies", readonly=True)
+    start = time.perf_counter()
+    for n in range(1, count + 1):
+        typ, data = c.fetch(str(n), "(BODY.PEEK[])")
+        assert typ == "OK" and isinstance(data[0], tuple), data
+    elapsed = time.perf_counter() - start
+    c.logout()
+    return elapsed
+
+
+def mixed(t: Target, clients: int, seconds: float, total: int) -> float:
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        rnd = random.Random(k)
+        try:
+            c = t.connect()
+            c.select("INBOX")
+            ops: list[Callable[[], Any]] = [
+                lambda: c.fetch("1:*", "(FLAGS)"),
+                lambda: c.fetch(f"{rnd.randint(1, max(1, total - 20))}:*", "(ENVELOPE)"),
+                lambda: c.fetch(str(rnd.randint(1, total)), "(BODY.PEEK[])"),
+                lambda: c.store(str(rnd.randint(1, total)), "+FLAGS", "(\\Flagged)"),
+                lambda: c.store(str(rnd.randint(1, total)), "-FLAGS", "(\\Flagged)"),
+                lambda: c.search(None, "HEADER", "Message-ID", f"bench{rnd.randint(0, total)}"),
+                lambda: c.noop(),
+            ]
+            while time.perf_counter() < stop:
+                typ, _ = rnd.choice(ops)()
+                if typ != "OK":
+                    errors.append(typ)
+                counts[k] += 1
+            c.logout()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        print(f"  {t.name}: {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+    return sum(counts) / seconds
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--bodies", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--no-dovecot", action="store_true")
+    args = ap.parse_args()
+    messages = [make_message(i) for i in range(args.messages)]
+    body_msgs = [make_message(i, size=10 * 1024) for i in range(args.bodies)]
+    with tempfile.TemporaryDirectory(prefix="missive-bench-") as d:
+        tmp = Path(d)
+        async with missive(tmp, messages, body_msgs) as (ours, settings):
+            targets = [ours]
+            with contextlib.ExitStack() as stack:
+                if args.no_dovecot or not shutil.which("/usr/sbin/dovecot"):
+                    print("dovecot: not installed (apt-get install dovecot-imapd) or disabled; "
+                          "no ratios", file=sys.stderr)
+                else:
+                    targets.append(stack.enter_context(
+                        dovecot(tmp, settings, messages, body_msgs)))
+                results: dict[str, dict[str, float]] = {}
+                for t in targets:
+                    r = results.setdefault(t.name, {})
+                    r["envelopes/s"] = args.messages / await asyncio.to_thread(envelopes, t)
+                    r["bodies/s"] = args.bodies / await asyncio.to_thread(bodies, t,
+                                                                          args.bodies)
+                    r["mixed cmds/s"] = await asyncio.to_thread(
+                        mixed, t, args.clients, args.seconds, args.messages)
+                for measure in ("envelopes/s", "bodies/s", "mixed cmds/s"):
+                    line = "  ".join(f"{name} {results[name][measure]:10.1f}"
+                                     for name in results)
+                    ratio = ""
+                    if "dovecot" in results:
+                        value = results["missive"][measure] / results["dovecot"][measure]
+                        ratio = f"  ratio {value:.2f}"
+                    print(f"{measure:14s} {line}{ratio}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
