@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from missive.audit.models import AuditEntry
-from missive.directory import patients
+from missive.config import Settings
+from missive.directory import patients, validate
 from missive.directory.errors import Conflict, InvalidField, NotFound
 from missive.mailbox.models import Mailbox
 
@@ -66,16 +67,25 @@ async def test_duplicate_ins_is_refused(
         ({"notify": "sms"}, "needs a phone number"),
     ],
 )
-async def test_invalid_fields_are_named(
-    core: Any,
+def test_invalid_fields_are_named(
+    settings: Settings,
     patient_data: Callable[..., dict[str, Any]],
     override: dict[str, Any],
     message: str,
 ) -> None:
     with pytest.raises(InvalidField, match=message):
-        await _add(core, {**patient_data(INS), **override})
+        validate.patient_input(settings, **{**patient_data(INS), **override})
+
+
+async def test_invalid_input_writes_nothing(
+    core: Any, patient_data: Callable[..., dict[str, Any]]
+) -> None:
+    with pytest.raises(InvalidField, match="INS key"):
+        await _add(core, {**patient_data(INS), "ins": "279035121518988"})
     async with core.db.read() as s:
         assert await patients.list_patients(s) == []
+        actions = (await s.execute(select(AuditEntry.action))).scalars().all()
+    assert not any(a.startswith("admin.patient") for a in actions)
 
 
 async def test_status_life_cycle_and_close_shreds_keys(

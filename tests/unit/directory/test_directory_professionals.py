@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher, profiles
 
+from missive.config import Settings
 from missive.directory import professionals as pros
+from missive.directory import validate
 from missive.directory.errors import Conflict, InvalidField, NotFound
 from missive.mailbox.models import Mailbox
 
@@ -58,9 +60,18 @@ async def test_adeli_professional(core: Any) -> None:
         ({"mailbox_type": "shared"}, "mailbox_type"),
     ],
 )
-async def test_invalid_fields(core: Any, fields: dict[str, Any], message: str) -> None:
+def test_invalid_fields(settings: Settings, fields: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"rpps": RPPS, "name": "Marie Curie", "profession": "Médecin",
+                            "address": f"mc@{settings.domain}"}
     with pytest.raises(InvalidField, match=message):
-        await _add(core, **fields)
+        validate.professional_input(settings, **{**base, **fields})
+
+
+async def test_invalid_input_writes_nothing(core: Any) -> None:
+    with pytest.raises(InvalidField, match="check digit"):
+        await _add(core, rpps="10001234566")
+    async with core.db.read() as s:
+        assert await pros.list_professionals(s) == []
 
 
 async def test_duplicates_refused(core: Any, make_rpps: Callable[[int], str]) -> None:
