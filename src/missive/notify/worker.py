@@ -25,11 +25,13 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import CollectorRegistry
 
 from missive.db.base import utcnow
+from missive.errors import SettingsError
 from missive.notify import queue
 from missive.notify.channels import (
     Channel,
@@ -62,6 +64,20 @@ class RoundReport:
     dead: int = 0
     deferred: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)  # idempotency key -> outcome
+
+
+def check_webhook_url(name: str, url: str, *, production: bool) -> None:
+    """A webhook URL must be http(s); in production, https unless it is on this host (the
+    SMS body holds the patient's phone number)."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"notify.{name} must be an http(s) URL, got {url!r}")
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if production and parts.scheme != "https" and not local:
+        raise SettingsError(f"notify.{name} must use https outside development "
+                            f"(it carries personal data), got {url!r}")
 
 
 def mailbox_ref(core: Core, mailbox_id: int) -> str:
@@ -108,6 +124,12 @@ class NotifyWorker:
     def _build_channels(self) -> dict[str, Channel]:
         c = self.config
         built: dict[str, Channel] = {}
+        for name, url in (("sms_webhook_url", c.sms_webhook_url),
+                          ("relay_webhook_url", c.relay_webhook_url)):
+            check_webhook_url(name, url, production=self.settings.environment == "production")
+        if self.settings.environment == "production" and c.smtp_relay and c.smtp_tls == "none":
+            raise SettingsError("notify.smtp_tls = \"none\" sends patients' addresses in clear: "
+                                "use starttls or tls outside development")
         if c.sms_webhook_url or c.relay_webhook_url:
             self._client = httpx.AsyncClient(timeout=c.timeout_seconds, follow_redirects=False)
         if c.sms_webhook_url and self._client is not None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from notify_helpers import MARKERS, Clock, Recorder, configure, deliver, make_patient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
@@ -326,3 +327,77 @@ async def test_admin_retry_resets_the_budget_and_keeps_the_key(core: Any, clock:
     assert len(set(sms.attempts)) == 1
     assert [a[0] for a in await audit_actions(core, "notify.")] == [
         "notify.dead", "notify.retry", "notify.sent"]
+
+
+async def test_worker_runs_without_the_master_key(core: Any, clock: Clock) -> None:
+    """The worker never opens a mailbox: a core that cannot (C2) notifies just the same."""
+    from missive.errors import KeyStoreUnavailable
+    from missive.runtime import build_core
+
+    configure(core, coalesce_seconds=0)
+    mid = await make_patient(core, notify="sms")
+    await deliver(core, mid)
+    public_only = await build_core(core.settings, with_master_key=False)
+    try:
+        with pytest.raises(KeyStoreUnavailable):
+            await public_only.store.open(mid)
+        sms = Recorder("sms")
+        assert (await worker(public_only, clock, sms).run_once()).sent == 1
+    finally:
+        await public_only.close()
+    assert sms.sent[0].count == 1
+
+
+@pytest.mark.parametrize(("url", "production", "ok"), [
+    ("", True, True),
+    ("https://sms.example.fr/hook", True, True),
+    ("http://127.0.0.1:8080/hook", True, True),
+    ("http://sms.example.fr/hook", True, False),
+    ("http://sms.example.fr/hook", False, True),
+    ("ftp://sms.example.fr/hook", False, False),
+    ("sms.example.fr", False, False),
+])
+def test_webhook_urls(url: str, production: bool, ok: bool) -> None:
+    from missive.errors import SettingsError
+    from missive.notify.worker import check_webhook_url
+
+    if ok:
+        check_webhook_url("sms_webhook_url", url, production=production)
+    else:
+        with pytest.raises(SettingsError, match="sms_webhook_url"):
+            check_webhook_url("sms_webhook_url", url, production=production)
+
+
+async def test_admin_notify_human_output(core: Any, clock: Clock,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from missive.cli import admin_notify
+
+    configure(core, coalesce_seconds=0, max_attempts=1)
+    sms = Recorder("sms", fail=[ChannelFailure("webhook answered HTTP 404", permanent=True)])
+    mid = await make_patient(core, notify="sms")
+    await deliver(core, mid)
+    await worker(core, clock, sms).run_once()
+    core.settings.config_file.write_text(
+        'environment = "test"\n' + (f'database_url = "{core.settings.database_url}"\n'
+                                    if core.settings.database_url else ""))
+    base = {"data_dir": str(core.settings.data_dir), "json": False}
+    ns = argparse.Namespace(**base, state=None, mailbox=None, limit=10)
+    assert await admin_notify.list_command(ns) == 0
+    out = capsys.readouterr().out
+    assert "dead 1" in out and "webhook answered HTTP 404" in out and "CHANNEL" in out
+    assert await admin_notify.show_command(argparse.Namespace(**base, notice="1")) == 0
+    assert "idempotency_key" in capsys.readouterr().out
+    from missive.cli.common import CommandError
+
+    with pytest.raises(CommandError, match="no notification"):
+        await admin_notify.show_command(argparse.Namespace(**base, notice="nope"))
+    (row,) = await rows(core)
+    ns = argparse.Namespace(**base, notice=None, all_dead=True)
+    assert await admin_notify.retry_command(ns) == 0
+    assert "1 notice(s) queued again" in capsys.readouterr().out
+    ns = argparse.Namespace(**base, notice=str(row.id), all_dead=False)
+    with pytest.raises(CommandError, match="is pending: only dead or skipped"):
+        await admin_notify.retry_command(ns)
+
