@@ -66,7 +66,7 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None, *,
 
 def create_app(settings: Settings, core: Core, *, otp_sender: OtpSender | None = None) -> FastAPI:
     """Build the webmail for ``core``. ``otp_sender`` defaults to the ``[notify]`` channels."""
-    from missive.webmail.routes import account, auth, compose, health, mailbox
+    from missive.webmail.routes import account, auth, compose, delegates, health, mailbox
 
     app = FastAPI(title="Missive", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(load_session), Depends(csrf_protect)])
@@ -76,7 +76,7 @@ def create_app(settings: Settings, core: Core, *, otp_sender: OtpSender | None =
     app.add_middleware(SecurityHeaders, hsts=settings.webmail.secure_cookies)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for router in (health.router, auth.router, compose.router, mailbox.router,
-                   account.router):
+                   account.router, delegates.router):
         app.include_router(router)
 
     @app.exception_handler(LoginRequired)

@@ -13,6 +13,7 @@ Layout:
   never does (absolute lifetime). The one-time code is kept only as a keyed hash.
 - ``web_code``: out-of-band codes (activation letter, password reset) printed by the operator:
   keyed hash, purpose, expiry, use, attempts.
+- ``web_invitation``: a patient's invitation to a caregiver (see the class).
 - ``web_login_throttle``: failed logins per account key (a keyed hash of the login, so the
   table holds no identifiers) with the lockout end; shared by all nodes through the database.
 
@@ -73,3 +74,31 @@ class WebLoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebInvitation(Base):
+    """A patient's invitation to a caregiver, accepted with the caregiver's own login.
+
+    ``token_hash`` is the SHA-256 of the random token in the invitation link (single use,
+    ``expires_at``). ``rights`` and ``access_until`` become the delegation's rights and expiry
+    on acceptance (``delegate_id``). ``cancelled_at``: withdrawn by the patient before use.
+    """
+
+    __tablename__ = "web_invitation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patient.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    login_email: Mapped[str] = mapped_column(String(320))
+    rights: Mapped[str] = mapped_column(String(10))
+    access_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delegate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("delegate.id", ondelete="SET NULL"), nullable=True
+    )

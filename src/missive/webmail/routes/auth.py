@@ -96,7 +96,9 @@ async def login_form(request: Request, web: WebDep, ok: str | None = None) -> Re
     if state is not None and state.authenticated:
         return redirect("/boite/reception")
     notice = {"pw": "Votre mot de passe est enregistré. Vous pouvez maintenant vous connecter.",
-              "bye": "Vous êtes déconnecté(e)."}.get(ok or "")
+              "bye": "Vous êtes déconnecté(e).",
+              "invite": "Votre compte est créé et l'accès est accepté. Connectez-vous pour "
+                        "consulter la messagerie de votre proche."}.get(ok or "")
     expired = getattr(request.state, "expired", False)
     return await _form_page(request, web, "login.html", {
         "notice": notice,

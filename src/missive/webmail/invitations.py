@@ -1,0 +1,68 @@
+"""Caregiver invitations (SPEC §5 delegates): the patient invites, the caregiver accepts.
+
+The patient names the person, their e-mail (their future login), the rights (``read`` or
+``read_reply``) and an optional end date; the webmail shows a single-use link, valid
+``INVITATION_DAYS``, that the patient hands over (as they would a key). The caregiver opens it,
+creates their own account (name, mobile phone for the one-time codes, password) or, if they
+already have one, accepts while logged in; the delegation is then created through
+``directory.delegates.add_delegate`` (audited ``delegate.grant`` on the patient's mailbox).
+Only the SHA-256 of the token is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from missive.db.base import utcnow
+from missive.webmail.models import WebInvitation
+
+INVITATION_DAYS = 7
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create(s: AsyncSession, *, patient_id: int, display_name: str, login_email: str,
+                 rights: str, access_until: datetime | None) -> tuple[str, WebInvitation]:
+    token = secrets.token_urlsafe(24)
+    now = utcnow()
+    row = WebInvitation(patient_id=patient_id, token_hash=_hash(token),
+                        display_name=display_name, login_email=login_email.lower(),
+                        rights=rights, access_until=access_until, created_at=now,
+                        expires_at=now + timedelta(days=INVITATION_DAYS))
+    s.add(row)
+    await s.flush()
+    return token, row
+
+
+async def find(s: AsyncSession, token: str) -> WebInvitation | None:
+    """The usable invitation of ``token`` (not expired, accepted or cancelled), if any."""
+    if not token or len(token) > 100:
+        return None
+    row = (await s.execute(select(WebInvitation).where(
+        WebInvitation.token_hash == _hash(token)))).scalar_one_or_none()
+    if row is None or row.accepted_at or row.cancelled_at or row.expires_at <= utcnow():
+        return None
+    return row
+
+
+async def pending_for(s: AsyncSession, patient_id: int) -> list[WebInvitation]:
+    now = utcnow()
+    rows = (await s.execute(select(WebInvitation).where(
+        WebInvitation.patient_id == patient_id, WebInvitation.accepted_at.is_(None),
+        WebInvitation.cancelled_at.is_(None)).order_by(WebInvitation.id))).scalars()
+    return [r for r in rows if r.expires_at > now]
+
+
+async def cancel(s: AsyncSession, patient_id: int, invitation_id: int) -> bool:
+    row = await s.get(WebInvitation, invitation_id)
+    if row is None or row.patient_id != patient_id or row.accepted_at or row.cancelled_at:
+        return False
+    row.cancelled_at = utcnow()
+    return True
