@@ -25,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
 from missive.cli import common
 from missive.errors import MissiveError
 
@@ -115,8 +117,24 @@ async def open_core(args: argparse.Namespace, *, master_key: bool = True) -> Asy
         # DirectoryError, NotFound, InsError, RppsError, AddressError, PasswordError: each
         # message already says which field is wrong and why.
         raise common.CommandError(str(exc)) from None
+    except IntegrityError as exc:
+        # Another process created the same INS, RPPS or address between our check and our
+        # insert: the transaction was rolled back, nothing changed.
+        raise common.CommandError(
+            f"a concurrent change conflicts with this one, nothing changed; run it again "
+            f"({exc.orig})") from None
+    except (OSError, DBAPIError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        raise common.CommandError(
+            f"database error, nothing changed: {reason}. Check that the database "
+            f"({_where(settings.sqlalchemy_url)}) is reachable") from None
     finally:
         await core.close()
+
+
+def _where(url: str) -> str:
+    """The database location without credentials."""
+    return url.split("@", 1)[-1] if "@" in url else url.split("///", 1)[-1]
 
 
 def read_password(args: argparse.Namespace, *, required: bool = False) -> str | None:

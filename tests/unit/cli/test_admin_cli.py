@@ -251,3 +251,15 @@ def test_delegates(run: Run) -> None:
     assert isinstance(listed, list) and [d["id"] for d in listed] == [granted["id"]]
     assert run("delegates", "revoke", str(granted["id"])).returncode == 0
     assert _json(run("delegates", "list", "--json")) == []
+
+
+def test_unreachable_database_is_a_readable_error(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Port 1 on the loopback: nothing listens there, the connection is refused at once.
+    monkeypatch.setenv("MISSIVE_DATABASE_URL",
+                       "postgresql+asyncpg://postgres:not-shown@127.0.0.1:1/test")
+    done = run("pro", "list")
+    assert done.returncode == 1
+    assert "database error, nothing changed" in done.stderr
+    assert "127.0.0.1:1/test" in done.stderr and "not-shown" not in done.stderr
