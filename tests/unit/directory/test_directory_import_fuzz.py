@@ -24,7 +24,7 @@ def test_whitelist_random_bytes(data: bytes) -> None:
         assert all(e.line >= 1 for e in parsed.errors)
 
 
-cells = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+cells = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
