@@ -53,7 +53,8 @@ def professional_view(p: Professional, aliases: Sequence[str] = ()) -> dict[str,
 
 
 def _lookup_key(ref: str) -> tuple[str, str]:
-    """``("address", normal form)``, ``("national_id", id)`` or ``("rpps", rpps)``."""
+    """``("address", normal form)``, ``("national_id", id)`` or ``("rpps", rpps)``; a bare
+    9-digit ADELI number is looked up as its national id."""
     ref = ref.strip()
     if "@" in ref:
         try:
@@ -63,6 +64,8 @@ def _lookup_key(ref: str) -> tuple[str, str]:
     if ref.isascii() and ref.isdigit():
         if len(ref) == 11:
             return "rpps", ref
+        if len(ref) == 9:  # ADELI number: national id "0" + ADELI
+            return "national_id", "0" + ref
         return "national_id", ref
     raise InvalidField("professional", f"give an address, an RPPS or a national id, got {ref!r}")
 

@@ -48,6 +48,9 @@ async def test_adeli_professional(core: Any) -> None:
             address="jean@test.missive.localhost",
         )
     assert p.national_id == "0751234567" and p.rpps is None
+    async with core.db.read() as s:
+        for ref in ("751234567", "0751234567"):
+            assert (await pros.get_professional(s, ref)).id == p.id
 
 
 @pytest.mark.parametrize(
