@@ -289,6 +289,10 @@ class NotifySettings(BaseModel):
         description="A claimed notice whose worker died is resent (same key) after this; "
                     "0 = 2 x timeout_seconds + 30. Must exceed the longest attempt.",
     )
+    keep_days: int = Field(
+        30, ge=1, description="Sent and skipped notices (and their outbox rows) are purged after "
+        "this many days; dead letters are kept until retried or purged by hand.",
+    )
 
     @model_validator(mode="after")
     def _check_notify(self) -> NotifySettings:

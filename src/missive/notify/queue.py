@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from missive.audit import log as audit
@@ -230,6 +230,18 @@ async def mark_failed(db: Database, job: Job, *, now: datetime, reason: str, per
                                details={"channel": job.channel, "attempts": job.attempts,
                                         "key": job.key})
     return "dead" if dead else "retry"
+
+
+async def purge(db: Database, *, before: datetime) -> int:
+    """Delete sent/skipped notices and folded outbox rows created before ``before``."""
+    async with db.write() as s:
+        gone = await s.execute(delete(NotificationDelivery).where(
+            NotificationDelivery.state.in_(("sent", "skipped")),
+            NotificationDelivery.created_at < before))
+        folded = await s.execute(delete(NotificationOutbox).where(
+            NotificationOutbox.state.in_(("batched", "skipped")),
+            NotificationOutbox.created_at < before))
+        return int(gone.rowcount or 0) + int(folded.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- admin (``missive admin notify``) --------------------------------------------------------

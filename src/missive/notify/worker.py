@@ -49,6 +49,8 @@ from missive.runtime import Core
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+#: How often a worker purges old notices (``notify.keep_days``).
+PURGE_EVERY = timedelta(hours=1)
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -63,6 +65,7 @@ class RoundReport:
     retried: int = 0
     dead: int = 0
     deferred: int = 0
+    purged: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)  # idempotency key -> outcome
 
 
@@ -119,6 +122,7 @@ class NotifyWorker:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._purged_at: datetime | None = None
         self.ports: dict[str, int] = {}
 
     def _build_channels(self) -> dict[str, Channel]:
@@ -148,6 +152,10 @@ class NotifyWorker:
     async def run_once(self) -> RoundReport:
         report = RoundReport()
         now = self.clock()
+        if self._purged_at is None or now - self._purged_at > PURGE_EVERY:
+            self._purged_at = now
+            report.purged = await queue.purge(
+                self.core.db, before=now - timedelta(days=self.config.keep_days))
         batches = await queue.form_batches(self.core.db, now=now, window=self.window,
                                            available=list(self.channels),
                                            limit=self.config.batch_size)

@@ -401,3 +401,20 @@ async def test_admin_notify_human_output(core: Any, clock: Clock,
     with pytest.raises(CommandError, match="is pending: only dead or skipped"):
         await admin_notify.retry_command(ns)
 
+
+
+async def test_old_notices_are_purged_but_dead_letters_kept(core: Any, clock: Clock) -> None:
+    configure(core, coalesce_seconds=0, keep_days=30, max_attempts=1)
+    ok, broken = Recorder("sms"), Recorder("email", fail=[ChannelFailure("HTTP 500")])
+    mid = await make_patient(core, notify="both")
+    await deliver(core, mid)
+    w = worker(core, clock, ok, broken)
+    assert (await w.run_once()).purged == 0
+    assert sorted(r.state for r in await rows(core)) == ["dead", "sent"]
+    clock.advance(29 * 86400)
+    assert (await w.run_once()).purged == 0
+    clock.advance(2 * 86400)
+    assert (await w.run_once()).purged == 2  # the sent notice and its outbox row
+    assert [r.state for r in await rows(core)] == ["dead"]
+    async with core.db.read() as s:
+        assert (await s.execute(select(NotificationOutbox))).scalars().all() == []
