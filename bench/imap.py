@@ -92,16 +92,12 @@ async def missive(tmp: Path, messages: list[bytes], bodies: list[bytes]) -> Asyn
     from missive.certs import ca
     from missive.certs.files import CertsLayout
     from missive.certs.tls import server_context
-    from missive.config import load_settings
     from missive.db.schema import create_schema
     from missive.imap.server import start
     from missive.mailbox import crypto
     from missive.runtime import build_core
 
-    settings = load_settings(tmp / "missive", environment="test",
-                             domain="bench.missive.localhost", test_mode=True,
-                             imap={"port": 0, "tls_port": 0, "auth_failure_delay": 0,
-                                   "max_connections_per_user": 100})
+    settings = _settings(tmp)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     crypto.create_key_files(settings.master_key_path, settings.index_key_path)
     ca.init_ca(settings)
@@ -284,44 +280,85 @@ def mixed(t: Target, clients: int, seconds: float, total: int) -> float:
     return sum(counts) / seconds
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _settings(tmp: Path) -> Any:
+    from missive.config import load_settings
+
+    return load_settings(tmp / "missive", environment="test", domain="bench.missive.localhost",
+                         test_mode=True, imap={"port": 0, "tls_port": 0, "auth_failure_delay": 0,
+                                               "max_connections_per_user": 100})
+
+
+async def serve(tmp: Path, count: int, body_count: int) -> None:
+    """The Missive side, in its own process (as in production, and so that the benchmark's
+    client threads do not share its interpreter lock): print the port, serve until stdin ends."""
+    messages = [make_message(i) for i in range(count)]
+    body_msgs = [make_message(i, size=10 * 1024) for i in range(body_count)]
+    async with missive(tmp, messages, body_msgs) as (target, _):
+        print(f"PORT {target.port}", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+
+
+@contextlib.contextmanager
+def missive_process(tmp: Path, count: int, body_count: int) -> Any:
+    from missive.certs.files import CertsLayout
+
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(tmp), "--messages",
+                             str(count), "--bodies", str(body_count)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError("the Missive server did not start")
+        ctx = ssl.create_default_context(cafile=str(CertsLayout.of(_settings(tmp)).ca_cert))
+        yield Target("missive", int(line.split()[1]), ctx)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--bodies", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        asyncio.run(serve(Path(args.serve), args.messages, args.bodies))
+        return
     messages = [make_message(i) for i in range(args.messages)]
     body_msgs = [make_message(i, size=10 * 1024) for i in range(args.bodies)]
-    with tempfile.TemporaryDirectory(prefix="missive-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix="missive-bench-") as d, \
+            contextlib.ExitStack() as stack:
         tmp = Path(d)
-        async with missive(tmp, messages, body_msgs) as (ours, settings):
-            targets = [ours]
-            with contextlib.ExitStack() as stack:
-                if args.no_dovecot or not shutil.which("/usr/sbin/dovecot"):
-                    print("dovecot: not installed (apt-get install dovecot-imapd) or disabled; "
-                          "no ratios", file=sys.stderr)
-                else:
-                    targets.append(stack.enter_context(
-                        dovecot(tmp, settings, messages, body_msgs)))
-                results: dict[str, dict[str, float]] = {}
-                for t in targets:
-                    r = results.setdefault(t.name, {})
-                    r["envelopes/s"] = args.messages / await asyncio.to_thread(envelopes, t)
-                    r["bodies/s"] = args.bodies / await asyncio.to_thread(bodies, t,
-                                                                          args.bodies)
-                    r["mixed cmds/s"] = await asyncio.to_thread(
-                        mixed, t, args.clients, args.seconds, args.messages)
-                for measure in ("envelopes/s", "bodies/s", "mixed cmds/s"):
-                    line = "  ".join(f"{name} {results[name][measure]:10.1f}"
-                                     for name in results)
-                    ratio = ""
-                    if "dovecot" in results:
-                        value = results["missive"][measure] / results["dovecot"][measure]
-                        ratio = f"  ratio {value:.2f}"
-                    print(f"{measure:14s} {line}{ratio}")
+        targets = [stack.enter_context(missive_process(tmp, args.messages, args.bodies))]
+        if args.no_dovecot or not shutil.which("/usr/sbin/dovecot"):
+            print("dovecot: not installed (apt-get install dovecot-imapd) or disabled; "
+                  "no ratios", file=sys.stderr)
+        else:
+            targets.append(stack.enter_context(
+                dovecot(tmp, _settings(tmp), messages, body_msgs)))
+        results: dict[str, dict[str, float]] = {}
+        for t in targets:
+            r = results.setdefault(t.name, {})
+            r["envelopes/s"] = args.messages / envelopes(t)
+            r["bodies/s"] = args.bodies / bodies(t, args.bodies)
+            r["mixed cmds/s"] = mixed(t, args.clients, args.seconds, args.messages)
+        for measure in ("envelopes/s", "bodies/s", "mixed cmds/s"):
+            line = "  ".join(f"{name} {results[name][measure]:10.1f}" for name in results)
+            ratio = ""
+            if "dovecot" in results:
+                value = results["missive"][measure] / results["dovecot"][measure]
+                ratio = f"  ratio {value:.2f}"
+            print(f"{measure:14s} {line}{ratio}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -31,6 +31,7 @@ import bisect
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -65,6 +66,9 @@ SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN")
 _FETCH_BATCH = 100
+READ_AHEAD = 64
+AUDIT_DELAY = 1.0
+BODY_CACHE_BYTES = 8 * 1024 * 1024
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
                             "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
@@ -169,6 +173,10 @@ class Session:
         self._changed: asyncio.Event | None = None
         self._pending = False
         self.on_login = on_login
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._reads: dict[int, list[int]] = {}
+        self._audit_task: asyncio.Future[None] | None = None
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -198,6 +206,13 @@ class Session:
         self.io.send(f"{tag} {status} {code_part}{text}\r\n".encode("utf-8", "replace"))
 
     async def close(self) -> None:
+        task, self._audit_task = self._audit_task, None
+        if task is not None:
+            task.cancel()
+        try:
+            await self.flush_reads()
+        except Exception:
+            log.exception("imap: could not write the read audit entries at logout")
         await self._stack.aclose()
         self.mbox = None
         self.view = None
@@ -694,7 +709,7 @@ class Session:
         found: list[int] = []
         for start in range(0, len(view.uids), _FETCH_BATCH):
             batch = view.uids[start:start + _FETCH_BATCH]
-            raws = await self._mbox().fetch_many(view.name, batch) if content else {}
+            raws = await self._bodies(view, batch) if content else {}
             for offset, uid in enumerate(batch):
                 info = view.infos.get(uid)
                 if info is None or (content and uid not in raws):
@@ -742,7 +757,7 @@ class Session:
         read_uids: list[int] = []
         for start in range(0, len(targets), _FETCH_BATCH):
             batch = targets[start:start + _FETCH_BATCH]
-            raws = await mbox.fetch_many(view.name, [u for _, u in batch]) if need_raw else {}
+            raws = await self._bodies(view, [u for _, u in batch]) if need_raw else {}
             for seq, uid in batch:
                 info = view.infos.get(uid)
                 if info is None or (need_raw and uid not in raws):
@@ -755,8 +770,47 @@ class Session:
                     read_uids.append(uid)
             await self.io.flush()
         if read_uids:
-            await self._audit_read(read_uids)
+            self._audit_read(view.uidvalidity, read_uids)
         return None, "FETCH completed"
+
+    async def _bodies(self, view: SelectedView, uids: list[int]) -> dict[int, bytes]:
+        """Decrypted messages, through a small read-ahead cache.
+
+        Clients that synchronise (mbsync, offlineimap, Thunderbird) fetch bodies one or a few
+        at a time in UID order; each store round trip costs far more than decrypting, so a
+        miss also reads the next :data:`READ_AHEAD` messages of the view in the same query.
+        The cache holds at most :data:`BODY_CACHE_BYTES` per session, in memory only (C6), and
+        is keyed by UIDVALIDITY and UID, whose content never changes (RFC 3501 §2.3.1.1).
+        """
+        cache = self._cache
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        for uid in uids:
+            raw = cache.get((view.uidvalidity, uid))
+            if raw is None:
+                missing.append(uid)
+            else:
+                cache.move_to_end((view.uidvalidity, uid))
+                out[uid] = raw
+        if not missing:
+            return out
+        wanted = list(missing)
+        if len(missing) < READ_AHEAD:
+            i = bisect.bisect_right(view.uids, missing[-1])
+            for uid in view.uids[i:i + READ_AHEAD - len(missing)]:
+                if (view.uidvalidity, uid) not in cache:
+                    wanted.append(uid)
+        got = await self._mbox().fetch_many(view.name, wanted)
+        for uid, raw in got.items():
+            if uid in missing:
+                out[uid] = raw
+            if len(raw) <= BODY_CACHE_BYTES // 8:
+                cache[(view.uidvalidity, uid)] = raw
+                self._cache_bytes += len(raw)
+        while self._cache_bytes > BODY_CACHE_BYTES and cache:
+            _key, old = cache.popitem(last=False)
+            self._cache_bytes -= len(old)
+        return out
 
     def _fetch_items(self, cmd: p.Fetch, view: SelectedView, info: MessageInfo,
                      raw: bytes | None) -> list[bytes]:
@@ -784,13 +838,43 @@ class Session:
                 items.append(_content_item(a, tree, raw))
         return items
 
-    async def _audit_read(self, uids: Sequence[int]) -> None:
+    def _audit_read(self, uidvalidity: int, uids: Sequence[int]) -> None:
+        """Note content reads; they are written within :data:`AUDIT_DELAY` seconds, one entry
+        per folder, and at the latest when the session ends.
+
+        One audit write per FETCH would cost more than the FETCH itself (the audit chain
+        serialises writers), so reads are coalesced; the entry names the folder by its
+        UIDVALIDITY and the messages by UID, never by content or folder name (SPEC §7).
+        """
+        self._reads.setdefault(uidvalidity, []).extend(uids)
+        if self._audit_task is None:
+            self._audit_task = asyncio.ensure_future(self._flush_reads_later())
+
+    async def _flush_reads_later(self) -> None:
+        await asyncio.sleep(AUDIT_DELAY)
+        self._audit_task = None
+        try:
+            await self.flush_reads()
+        except Exception:  # logged; the reads stay noted for the next flush
+            log.exception("imap: could not write the read audit entries")
+
+    async def flush_reads(self) -> None:
+        reads, self._reads = self._reads, {}
+        if not reads or self.mbox is None:
+            return
         principal = self.principal
-        async with self.core.db.write() as s:
-            await audit.append(
-                s, "message.read", mailbox_id=self.mbox.mailbox_id if self.mbox else None,
-                actor=self.core.store.actor_hash(principal.login) if principal else None,
-                details={"front": "imap", "count": len(uids), "uids": _uid_set(list(uids))})
+        try:
+            async with self.core.db.write() as s:
+                for validity, uids in reads.items():
+                    await audit.append(
+                        s, "message.read", mailbox_id=self.mbox.mailbox_id,
+                        actor=self.core.store.actor_hash(principal.login) if principal else None,
+                        details={"front": "imap", "uidvalidity": validity, "count": len(uids),
+                                 "uids": _uid_set(uids)})
+        except Exception:
+            for validity, uids in reads.items():
+                self._reads.setdefault(validity, []).extend(uids)
+            raise
 
 
 def _content_item(a: p.FetchAttr, tree: MimePart, raw: bytes) -> bytes:
