@@ -124,10 +124,11 @@ async def make_patient(core: Core, n: int, *, status: str = "active",
 
 
 async def make_pro(core: Core, n: int, name: str = "Marie Curie",
-                   profession: str = "Médecin généraliste") -> Professional:
+                   profession: str = "Médecin généraliste",
+                   password: str | None = None) -> Professional:
     async with core.db.write() as s:
         pro = await add_professional(
-            s, core.store, core.settings, actor="test", password=None,
+            s, core.store, core.settings, actor="test", password=password,
             rpps=rpps_number(n), name=name, profession=profession,
             address=f"pro{n}@{core.settings.domain}")
         s.expunge(pro)

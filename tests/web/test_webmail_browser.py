@@ -178,29 +178,97 @@ async def browser_login(page: Any, live: Live, identifier: str) -> None:
     assert page.url.endswith("/boite/reception")
 
 
-async def test_patient_journey_without_javascript_then_axe_and_layout(
+def xdm_zip() -> bytes:
+    import io
+    import zipfile
+
+    metadata = """<?xml version="1.0"?>
+<SubmitObjectsRequest xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+  xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryObjectList>
+<rim:ExtrinsicObject id="d1" mimeType="text/xml"
+  objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">
+<rim:Slot name="URI"><rim:ValueList><rim:Value>DOC0001.XML</rim:Value></rim:ValueList></rim:Slot>
+<rim:Name><rim:LocalizedString value="Lettre de liaison"/></rim:Name>
+</rim:ExtrinsicObject></rim:RegistryObjectList></SubmitObjectsRequest>"""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("IHE_XDM/SUBSET01/METADATA.XML", metadata)
+        zf.writestr("IHE_XDM/SUBSET01/DOC0001.XML", "<ClinicalDocument/>")
+    return buf.getvalue()
+
+
+PRO_PASSWORD = "stethoscope marine violon jeudi"
+
+
+async def imap_inbox_subjects(live: Live, login: str) -> list[str]:
+    """The professional's INBOX read over IMAP (implicit TLS, the IMAP front of this core)."""
+    import asyncio
+    import email
+    import email.policy
+    import imaplib
+    import ssl
+
+    from missive.certs import ca
+    from missive.certs.files import CertsLayout
+    from missive.imap.server import start as start_imap
+
+    settings = live.core.settings
+    settings.imap = settings.imap.model_copy(update={"port": 0, "tls_port": 0,
+                                                     "auth_failure_delay": 0})
+    ca.init_ca(settings)
+    ca.issue_server(settings, ["localhost"], ["127.0.0.1"])
+    front = await start_imap(live.core)
+    try:
+        ctx = ssl.create_default_context(cafile=str(CertsLayout.of(settings).ca_cert))
+
+        def fetch() -> list[str]:
+            with imaplib.IMAP4_SSL("localhost", front.ports["imaps"], ssl_context=ctx,
+                                   timeout=10) as client:
+                client.login(login, PRO_PASSWORD)
+                client.select("INBOX", readonly=True)
+                _typ, data = client.uid("SEARCH", "ALL")
+                subjects = []
+                for uid in data[0].split():
+                    _typ, parts = client.uid("FETCH", uid, "(BODY.PEEK[HEADER])")
+                    raw = parts[0][1]  # type: ignore[index]
+                    msg = email.message_from_bytes(raw, policy=email.policy.default)
+                    subjects.append(str(msg["Subject"]))
+                return subjects
+
+        return await asyncio.to_thread(fetch)
+    finally:
+        await front.stop()
+
+
+async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_layout(
         live: Live, browser: Any) -> None:
+    import io
+    import zipfile
+
     core = live.core
     patient = await make_patient(core, 40, status="pending", password=None)
-    pro = await make_pro(core, 40, "Marie Curie", "Radiologue")
+    pro = await make_pro(core, 40, "Marie Curie", "Radiologue", password=PRO_PASSWORD)
     uid = await deliver(core, pro.address, patient, message(
         pro.address, "p@x", "Résultats du scanner", "Bonjour,\nvoici le compte rendu.",
         attachments=[("compte-rendu.pdf", "application/pdf", PDF)]))
+    xdm_uid = await deliver(core, pro.address, patient, message(
+        pro.address, "p@x", "Dossier de sortie",
+        attachments=[("IHE_XDM.ZIP", "application/zip", xdm_zip())]))
     async with core.db.write() as s:
         issued = await codes.issue_code(s, core.settings, patient.id, "activation")
 
-    context = await browser.new_context(java_script_enabled=False)
+    context = await browser.new_context(java_script_enabled=False, accept_downloads=True)
     page = await context.new_page()
-    visited: list[str] = []
+    # Activation and password.
     await page.goto(live.url + "/activation")
     await page.get_by_label("Numéro INS").fill(ins_number(40))
     await page.get_by_label("Code reçu").fill(issued.display)
     await submit(page, "Continuer")
-    visited.append("/mot-de-passe")
     await page.get_by_label("Nouveau mot de passe").fill(PASSWORD)
     await page.get_by_label("Confirmer le mot de passe").fill(PASSWORD)
     await submit(page, "Enregistrer mon mot de passe")
     assert "Votre mot de passe est enregistré" in await page.content()
+    # Login with the code that reached the SMS webhook, signed.
     await browser_login(page, live, ins_number(40))
     hook = live.hook.requests[-1]
     assert signing.verify(HOOK_SECRET.encode(), hook["headers"]["X-Missive-Signature"],
@@ -209,6 +277,7 @@ async def test_patient_journey_without_javascript_then_axe_and_layout(
     cookies = await context.cookies()
     assert any(c["name"] == "__Host-missive" and c["httpOnly"] and c["sameSite"] == "Strict"
                for c in cookies)
+    # Read, download the PDF, list the XDM documents.
     await page.get_by_role("link", name=re.compile("Résultats du scanner")).click()
     assert page.url.endswith(f"/boite/reception/{uid}")
     assert "voici le compte rendu" in await page.content()
@@ -217,20 +286,90 @@ async def test_patient_journey_without_javascript_then_axe_and_layout(
     download = await dl_info.value
     assert download.suggested_filename == "compte-rendu.pdf"
     assert Path(await download.path()).read_bytes() == PDF
+    await page.goto(live.url + f"/boite/reception/{xdm_uid}")
+    assert "Lettre de liaison" in await page.content()
+    # Reply; it arrives in the professional's INBOX over IMAP.
+    await page.goto(live.url + f"/boite/reception/{uid}")
+    await page.get_by_role("link", name=re.compile("^Répondre")).click()
+    await page.get_by_label("Votre message").fill("Merci docteur, à bientôt.")
+    await submit(page, "Envoyer ma réponse")
+    assert "Votre réponse a été envoyée" in await page.content()
+    assert "Re: Résultats du scanner" in await imap_inbox_subjects(live, pro.address)
+    # Archive, delete to trash, restore.
     await submit(page, "Archiver")
     assert "rangé dans les archives" in await page.content()
-    visited += ["/boite/reception", f"/boite/reception/{uid}", "/boite/archives",
-                "/boite/corbeille", "/boite/envoyes", "/recherche", "/parametres", "/journal",
-                "/fermer-mon-compte", "/connexion/code"]
-    await context.close()
+    await page.get_by_role("link", name="Archives", exact=True).click()
+    await page.get_by_role("link", name=re.compile("Résultats du scanner")).click()
+    await submit(page, "Mettre à la corbeille")
+    await page.get_by_role("link", name="Corbeille", exact=True).click()
+    await page.get_by_role("link", name=re.compile("Résultats du scanner")).click()
+    await submit(page, "Remettre dans la boîte de réception")
+    assert "remis dans la boîte de réception" in await page.content()
+    # Search.
+    await page.get_by_role("link", name="Rechercher").click()
+    await page.get_by_label("Mots à chercher").fill("scanner")
+    await submit(page, "Rechercher")
+    assert "Résultats du scanner" in await page.content()
+    # Export: the ZIP opens and holds the messages.
+    await page.goto(live.url + "/export")
+    async with page.expect_download() as dl_info:
+        await page.get_by_role("button", name="Télécharger le fichier ZIP").click()
+    exported = Path(await (await dl_info.value).path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(exported)) as zf:
+        emls = [n for n in zf.namelist() if n.endswith(".eml")]
+        assert len(emls) >= 3 and any(n.startswith("envoyes/") for n in emls)
+    # Notification settings.
+    await page.goto(live.url + "/parametres")
+    await page.get_by_label("Par SMS et par e-mail", exact=True).check()
+    await page.get_by_label("Adresse e-mail").fill("marie@example.org")
+    await submit(page, "Enregistrer")
+    assert "Vos réglages sont enregistrés" in await page.content()
 
-    # Same pages with JavaScript on, for axe-core, and for the layout checks.
+    # Caregiver: invitation, acceptance with an own login, reading, journal, revocation.
+    await page.goto(live.url + "/proches")
+    await page.get_by_label("Nom de votre proche").fill("Julie Dupont")
+    await page.get_by_label("Adresse e-mail de votre proche").fill("julie@example.org")
+    await page.get_by_label("Lire mes messages", exact=True).check()
+    await submit(page, "Préparer l'invitation")
+    link = (await page.locator(".target code").inner_text()).strip()
+    carer_ctx = await browser.new_context(java_script_enabled=False)
+    carer = await carer_ctx.new_page()
+    await carer.goto(link)
+    await carer.get_by_label("Votre téléphone portable").fill("06 22 33 44 55")
+    await carer.get_by_label("Choisissez un mot de passe").fill(PASSWORD)
+    await carer.get_by_label("Confirmez le mot de passe").fill(PASSWORD)
+    await submit(carer, "Créer mon compte et accepter")
+    await browser_login(carer, live, "julie@example.org")
+    assert live.hook.requests[-1]["json"]["to"] == "+33622334455"
+    await carer.get_by_role("link", name=re.compile("Dossier de sortie")).click()
+    assert "Lettre de liaison" in await carer.content()
+    await page.goto(live.url + "/journal")
+    assert "accès délégué" in await page.content()
+
+    # Accessibility and layout of every page, while the account is open.
     public = ["/connexion", "/activation", "/mot-de-passe-oublie"]
     await _check_pages(browser, live, public, logged_in=False)
-    archived_uid = 1
-    pages = ["/boite/reception", f"/boite/archives/{archived_uid}", "/boite/archives",
-             "/boite/corbeille", "/recherche", "/parametres", "/journal", "/fermer-mon-compte"]
+    pages = ["/boite/reception", f"/boite/reception/{xdm_uid}", "/boite/archives",
+             "/boite/corbeille", "/boite/envoyes", "/boite/envoyes/1",
+             f"/boite/reception/{xdm_uid}/repondre", "/recherche", "/parametres", "/journal",
+             "/proches", "/export", "/fermer-mon-compte"]
     await _check_pages(browser, live, pages, logged_in=True)
+
+    await page.goto(live.url + "/proches")
+    await submit(page, "Retirer l'accès de Julie Dupont")
+    response = await carer.reload()
+    assert response is not None and response.status == 403
+    await carer_ctx.close()
+
+    # Closing the account.
+    await page.goto(live.url + "/fermer-mon-compte")
+    await page.get_by_label("J'ai compris").check()
+    await page.get_by_label("Mon mot de passe").fill(PASSWORD)
+    await submit(page, "Fermer définitivement mon compte")
+    assert "Votre compte est fermé" in await page.content()
+    response = await page.goto(live.url + "/boite/reception")
+    assert response is not None and page.url.endswith("/connexion")
+    await context.close()
 
 
 async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in: bool) -> None:
