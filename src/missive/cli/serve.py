@@ -58,7 +58,7 @@ async def run_server(settings: object, only: list[str] | None,
                 print(banner, flush=True)
 
         await serve(core, only, ready=ready)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, MissiveError) as exc:
         raise common.CommandError(str(exc)) from None
     finally:
         await core.close()
