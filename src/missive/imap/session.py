@@ -64,7 +64,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
                           "\\Trash"})
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN")
+                "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
 READ_AHEAD = 64
 AUDIT_DELAY = 1.0
@@ -128,6 +128,7 @@ class SelectedView:
     infos: dict[int, MessageInfo] = field(default_factory=dict)
     recent: set[int] = field(default_factory=set)
     keywords: set[str] = field(default_factory=set)
+    announced: set[str] = field(default_factory=set)
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
@@ -200,6 +201,19 @@ class Session:
     def untagged(self, line: bytes | str) -> None:
         data = line.encode() if isinstance(line, str) else line
         self.io.send(b"* " + data + b"\r\n")
+
+    def _modseq_part(self, info: MessageInfo) -> bytes:
+        """`` MODSEQ (n)`` in FETCH responses once CONDSTORE is enabled (RFC 7162 §3.1.4)."""
+        return b" MODSEQ (%d)" % info.modseq if "CONDSTORE" in self.enabled else b""
+
+    def _announce_keywords(self, view: SelectedView) -> None:
+        """RFC 3501 §7.2.6: a new keyword in use changes the FLAGS list: say so."""
+        if view.keywords != view.announced:
+            view.announced = set(view.keywords)
+            flags = " ".join([*SYSTEM_FLAGS, *sorted(view.keywords)])
+            self.untagged(f"FLAGS ({flags})")
+            if not view.readonly:
+                self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] flags permitted")
 
     def _tagged(self, tag: str, status: str, text: str, code: str | None = None) -> None:
         code_part = f"[{code}] " if code else ""
@@ -281,8 +295,10 @@ class Session:
             if now is not None and now.flags != view.infos[uid].flags:
                 view.infos[uid] = now
                 view.keywords.update(f for f in now.flags if not f.startswith("\\"))
-                self.untagged(b"%d FETCH (UID %d FLAGS %s)" % (
-                    view.seq_of(uid) or 0, uid, encode.flag_list(view.flags_of(uid))))
+                self.untagged(b"%d FETCH (UID %d FLAGS %s%s)" % (
+                    view.seq_of(uid) or 0, uid, encode.flag_list(view.flags_of(uid)),
+                    self._modseq_part(now)))
+        self._announce_keywords(view)
         last = view.uids[-1] if view.uids else 0
         new = [m for m in infos if m.uid > last]
         if new:
@@ -389,7 +405,11 @@ class Session:
 
     async def do_enable(self, cmd: p.Command) -> tuple[str | None, str]:
         assert isinstance(cmd, p.Enable)  # noqa: S101
-        self.untagged("ENABLED")
+        # RFC 5161 §3.1: list only what was enabled by this command and is supported.
+        newly = [c for c in dict.fromkeys(cmd.capabilities)
+                 if c == "CONDSTORE" and c not in self.enabled]
+        self.enabled.update(newly)
+        self.untagged(" ".join(["ENABLED", *newly]))
         return None, "ENABLE completed"
 
     async def do_namespace(self, cmd: p.Command) -> tuple[str | None, str]:
@@ -411,6 +431,7 @@ class Session:
         view = SelectedView(folder.name, cmd.name == "EXAMINE", folder.uidvalidity)
         for m in infos:
             view.add(m)
+        view.announced = set(view.keywords)
         self.view = view
         self.state = SELECTED
         flags = " ".join([*SYSTEM_FLAGS, *sorted(view.keywords)])
@@ -427,6 +448,10 @@ class Session:
             self.untagged(f"OK [UNSEEN {unseen}] first unseen")
         self.untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
         self.untagged(f"OK [UIDNEXT {folder.uidnext}] predicted next UID")
+        if cmd.condstore:
+            self.enabled.add("CONDSTORE")
+        highest = await mbox.highest_modseq()
+        self.untagged(f"OK [HIGHESTMODSEQ {highest}] highest modseq")
         return ("READ-ONLY" if view.readonly else "READ-WRITE"), f"{cmd.name} completed"
 
     do_examine = do_select
@@ -525,6 +550,8 @@ class Session:
 
     async def do_status(self, cmd: p.Command) -> tuple[str | None, str]:
         assert isinstance(cmd, p.Status)  # noqa: S101
+        if "HIGHESTMODSEQ" in cmd.items:
+            self.enabled.add("CONDSTORE")
         st = await self._mbox().status(cmd.mailbox)
         values = {"MESSAGES": st.messages, "RECENT": 0, "UIDNEXT": st.uidnext,
                   "UIDVALIDITY": st.uidvalidity, "UNSEEN": st.unseen,
@@ -648,19 +675,42 @@ class Session:
         view = self._writable()
         targets = self._targets(cmd.seqset, cmd.uid)
         flags = _clean_flags(cmd.flags)
+        modified: list[int] = []
+        if cmd.unchangedsince is not None:
+            # RFC 7162 §3.1.3: messages changed since the client's modseq are left alone.
+            self.enabled.add("CONDSTORE")
+            current = {m.uid: m for m in await self._mbox().messages(
+                view.name, [u for _, u in targets])}
+            kept = []
+            for seq, uid in targets:
+                info = current.get(uid)
+                if info is not None and info.modseq > cmd.unchangedsince:
+                    modified.append(uid if cmd.uid else seq)
+                else:
+                    kept.append((seq, uid))
+            targets = kept
+        changed_uids: set[int] = set()
         if targets:
             changed = await self._mbox().store_flags(view.name, [u for _, u in targets], flags,
                                                      cmd.mode)  # type: ignore[arg-type]
             for info in changed:
                 if info.uid in view.infos:
                     view.infos[info.uid] = info
+                    changed_uids.add(info.uid)
                     view.keywords.update(f for f in info.flags if not f.startswith("\\"))
-        if not cmd.silent:
-            for seq, uid in targets:
-                if uid in view.infos:
-                    uid_part = b"UID %d " % uid if cmd.uid else b""
-                    self.untagged(b"%d FETCH (%sFLAGS %s)" % (
-                        seq, uid_part, encode.flag_list(view.flags_of(uid))))
+        self._announce_keywords(view)
+        for seq, uid in targets:
+            if uid not in view.infos or (cmd.silent and (
+                    "CONDSTORE" not in self.enabled or uid not in changed_uids)):
+                continue
+            uid_part = b"UID %d " % uid if cmd.uid else b""
+            flags_part = b"" if cmd.silent else b"FLAGS " + encode.flag_list(view.flags_of(uid))
+            modseq = self._modseq_part(view.infos[uid])
+            if cmd.silent:
+                modseq = modseq.lstrip()
+            self.untagged(b"%d FETCH (%s%s%s)" % (seq, uid_part, flags_part, modseq))
+        if modified:
+            return f"MODIFIED {_uid_set(modified)}", "conditional STORE failed for some"
         return None, "STORE completed"
 
     async def do_copy(self, cmd: p.Command) -> tuple[str | None, str]:
@@ -730,7 +780,14 @@ class Session:
                 parts.append(f"COUNT {len(found)}")
             self.untagged("ESEARCH " + " ".join(parts))
         else:
-            self.untagged("SEARCH" + "".join(f" {n}" for n in found))
+            tail = ""
+            if _uses_modseq(cmd.key):
+                self.enabled.add("CONDSTORE")
+                if found:
+                    # RFC 7162 §3.1.5: the highest mod-sequence of the messages found.
+                    uids = found if cmd.uid else [view.uids[n - 1] for n in found]
+                    tail = f" (MODSEQ {max(view.infos[u].modseq for u in uids)})"
+            self.untagged("SEARCH" + "".join(f" {n}" for n in found) + tail)
         return None, "SEARCH completed"
 
     async def do_fetch(self, cmd: p.Command) -> tuple[str | None, str]:
@@ -738,6 +795,15 @@ class Session:
         view = self._view()
         mbox = self._mbox()
         targets = self._targets(cmd.seqset, cmd.uid)
+        if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in cmd.attrs):
+            self.enabled.add("CONDSTORE")
+        if cmd.changedsince is not None:
+            since = cmd.changedsince
+            targets = [(n, u) for n, u in targets
+                       if u in view.infos and view.infos[u].modseq > since]
+            if not any(a.name == "MODSEQ" for a in cmd.attrs):
+                cmd = p.Fetch(cmd.tag, cmd.name, cmd.seqset, (*cmd.attrs, p.FetchAttr("MODSEQ")),
+                              cmd.uid, cmd.changedsince)
         need_raw = any(a.name in _CONTENT_ITEMS or (a.name == "BODY") for a in cmd.attrs)
         sets_seen = not view.readonly and any(
             a.name in ("RFC822", "RFC822.TEXT") or (
@@ -765,6 +831,10 @@ class Session:
                 items = self._fetch_items(cmd, view, info, raws.get(uid))
                 if uid in seen_now and not any(a.name == "FLAGS" for a in cmd.attrs):
                     items.append(b"FLAGS " + encode.flag_list(view.flags_of(uid)))
+                if "CONDSTORE" in self.enabled and not any(a.name == "MODSEQ"
+                                                           for a in cmd.attrs) and (
+                        uid in seen_now or any(a.name == "FLAGS" for a in cmd.attrs)):
+                    items.append(self._modseq_part(view.infos[uid]).lstrip())
                 self.io.send(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
                 if reads_content:
                     read_uids.append(uid)
@@ -930,6 +1000,11 @@ def _binary(tree: MimePart, section: p.Section) -> bytes | None:
     except (binascii.Error, ValueError):
         return data
     return data
+
+
+def _uses_modseq(key: p.SearchKey) -> bool:
+    return key.op == "MODSEQ" or any(isinstance(a, p.SearchKey) and _uses_modseq(a)
+                                     for a in key.args)
 
 
 def _hides_expunge(cmd: p.Command) -> bool:
