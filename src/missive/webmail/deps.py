@@ -10,7 +10,7 @@ UID *inside that mailbox*, so an identifier from another mailbox simply does not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
@@ -38,6 +38,8 @@ class Web:
     vault: KeyVault
     templates: Jinja2Templates
     otp: OtpSender
+    #: Small per-process caches (no patient data: e.g. professionals' display labels).
+    caches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def cookie_name(self) -> str:

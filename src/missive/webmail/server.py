@@ -77,7 +77,8 @@ class WebFront:
 
 async def start(core: Core) -> WebFront:
     settings = core.settings
-    app = create_app(settings, core)
+    otp = core.extras.get("webmail.otp_sender")  # harnesses and benchmarks may inject one
+    app = create_app(settings, core, otp_sender=otp)  # type: ignore[arg-type]
     config = uvicorn.Config(app, host=settings.webmail.bind, port=settings.webmail.port,
                             log_config=None, access_log=False, lifespan="off",
                             server_header=False, proxy_headers=False)

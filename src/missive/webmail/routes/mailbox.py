@@ -13,6 +13,7 @@ not their address; an unknown sender shows the display name of the message.
 from __future__ import annotations
 
 import email.utils
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from missive.audit import log as audit
 from missive.directory.professionals import professional_by_address
 from missive.errors import NotFound
-from missive.mailbox.store import MailboxSession, MessageInfo
+from missive.mailbox.store import FolderStatus, MailboxSession, MessageInfo
 from missive.mime.parts import get_part_payload, list_parts
 from missive.mime.summary import MessageSummary
 from missive.webmail import outgoing, render
@@ -42,6 +43,8 @@ FOLDERS: dict[str, tuple[str, str]] = {
 }
 #: Dates are shown in French legal time (the patients of a French operator).
 DISPLAY_ZONE = ZoneInfo("Europe/Paris")
+#: How long a sender's directory label is reused without asking the directory again.
+SENDER_CACHE_SECONDS = 60.0
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
           "octobre", "novembre", "décembre")
 
@@ -80,26 +83,54 @@ class Row:
     has_attachments: bool
 
 
+async def sender_labels(web: Web, summaries: list[MessageSummary]) -> dict[str, tuple[str, str]]:
+    """(name, profession) of the senders, by lower-case address, from the directory in one
+    read, through a small per-process cache (directory names change rarely)."""
+    cache: dict[str, tuple[float, tuple[str, str] | None]] = web.caches.setdefault("senders", {})
+    now = time.monotonic()
+    out: dict[str, tuple[str, str]] = {}
+    missing: set[str] = set()
+    for summary in summaries:
+        addr = summary.from_addr.lower()
+        if not addr:
+            continue
+        hit = cache.get(addr)
+        if hit is not None and now - hit[0] < SENDER_CACHE_SECONDS:
+            if hit[1] is not None:
+                out[addr] = hit[1]
+        else:
+            missing.add(addr)
+    if missing:
+        async with web.core.db.read() as s:
+            for addr in missing:
+                pro = await professional_by_address(s, addr)
+                label = (pro.name, pro.specialty or pro.profession) if pro is not None else None
+                cache[addr] = (now, label)
+                if label is not None:
+                    out[addr] = label
+        if len(cache) > 10_000:
+            cache.clear()
+    return out
+
+
 async def sender_label(web: Web, summary: MessageSummary) -> tuple[str, str]:
     """(name, profession) of a message's sender: the directory's, else the display name."""
-    if summary.from_addr:
-        async with web.core.db.read() as s:
-            pro = await professional_by_address(s, summary.from_addr)
-        if pro is not None:
-            return pro.name, pro.specialty or pro.profession
-    return summary.from_name or "Expéditeur inconnu", ""
+    found = (await sender_labels(web, [summary])).get(summary.from_addr.lower())
+    return found or (summary.from_name or "Expéditeur inconnu", "")
 
 
 async def rows_for(web: Web, box: MailboxSession, name: str,
                    infos: list[MessageInfo]) -> list[Row]:
     summaries = await box.summaries(name, [m.uid for m in infos]) if infos else {}
+    labels = await sender_labels(web, list(summaries.values()))
     out: list[Row] = []
     for m in infos:
         summary = summaries.get(m.uid) or MessageSummary()
         if name == "Sent":
             who, what = "À : " + ", ".join(summary.to[:3]), ""
         else:
-            who, what = await sender_label(web, summary)
+            who, what = labels.get(summary.from_addr.lower()) or (
+                summary.from_name or "Expéditeur inconnu", "")
         out.append(Row(m.uid, "\\Seen" not in m.flags, who, what,
                        summary.subject or "(sans objet)",
                        french_date(summary.date or m.internal_date), summary.has_attachments))
@@ -135,6 +166,25 @@ async def _walk(box: MailboxSession, name: str, start: int, stop: int, want: int
     return out[:want]
 
 
+async def folder_status(web: Web, box: MailboxSession, name: str) -> FolderStatus:
+    """The folder's counts, recomputed only when the mailbox changed.
+
+    Every change to a mailbox takes a new ``highest_modseq`` (RFC 7162 §3.1, kept by the store
+    for IMAP CONDSTORE), so counts cached with the modseq they were computed at stay exact; a
+    page view then costs one primary-key read instead of counting the whole folder.
+    """
+    cache: dict[str, tuple[int, FolderStatus]] = web.caches.setdefault("status", {})
+    key = f"{box.mailbox_id}/{name}"
+    hit = cache.get(key)
+    if hit is not None and hit[0] == await box.highest_modseq():
+        return hit[1]
+    status = await box.status(name)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (status.highest_modseq, status)
+    return status
+
+
 def _uid_param(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 11 else None
 
@@ -149,7 +199,7 @@ async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) 
         return page(request, "no_mailbox.html", base_context(who, slug))
     box = await opened_mailbox(web, who)
     size = web.settings.webmail.page_size
-    status = await box.status(name)
+    status = await folder_status(web, box, name)
     top = status.uidnext - 1
     before = _uid_param(request.query_params.get("avant"))
     after = _uid_param(request.query_params.get("apres"))
