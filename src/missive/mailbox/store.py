@@ -759,6 +759,26 @@ class MailboxSession:
             return int((await s.execute(select(Mailbox.highest_modseq).where(
                 Mailbox.id == self.mailbox_id))).scalar_one())
 
+    async def changes_since(self, name: str, modseq: int) -> tuple[int, list[MessageInfo],
+                                                                   list[int] | None]:
+        """What changed in a folder since the mailbox's ``modseq`` (IMAP sessions catching up,
+        RFC 7162 style): ``(highest modseq, messages whose modseq is higher, every UID of the
+        folder)``. When nothing changed in the mailbox the last two are ``[]`` and ``None``,
+        at the cost of one indexed read; appends, flag changes, moves and expunges all raise
+        the mailbox's highest modseq."""
+        async with self.db.read() as s:
+            highest = int((await s.execute(select(Mailbox.highest_modseq).where(
+                Mailbox.id == self.mailbox_id))).scalar_one())
+            if highest <= modseq:
+                return highest, [], None
+            f = await self._folder(s, name)
+            changed = [_info(m) for m in (await s.execute(select(Message).where(
+                Message.folder_id == f.id, Message.modseq > modseq)
+                .order_by(Message.uid))).scalars()]
+            uids = list((await s.execute(select(Message.uid).where(
+                Message.folder_id == f.id).order_by(Message.uid))).scalars())
+        return highest, changed, [int(u) for u in uids]
+
     async def search_text(self, name: str, query: str, *,
                           uids: Sequence[int] | None = None) -> list[int]:
         """UIDs whose decrypted summary or body contains ``query`` (case-insensitive).
