@@ -129,6 +129,7 @@ class SelectedView:
     recent: set[int] = field(default_factory=set)
     keywords: set[str] = field(default_factory=set)
     announced: set[str] = field(default_factory=set)
+    modseq: int = 0  # the mailbox's highest modseq when this view was last brought up to date
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
@@ -279,28 +280,36 @@ class Session:
         if changed is not None:
             changed.clear()
         self._pending = False
-        infos = await mbox.messages(view.name)
-        current = {m.uid: m for m in infos}
-        gone = [u for u in view.uids if u not in current]
-        if gone:
-            if expunges:
-                for uid in gone:
-                    seq = view.remove(uid)
-                    if seq is not None:
-                        self.untagged(b"%d EXPUNGE" % seq)
-            else:
-                self._pending = True
-        for uid in view.uids:
-            now = current.get(uid)
-            if now is not None and now.flags != view.infos[uid].flags:
-                view.infos[uid] = now
+        highest, changes, uids = await mbox.changes_since(view.name, view.modseq)
+        if uids is None:
+            return
+        present = set(uids)
+        gone = [u for u in view.uids if u not in present]
+        if gone and not expunges:
+            # Keep view.modseq so that the next sync looks again and reports them.
+            self._pending = True
+        else:
+            view.modseq = highest
+            for uid in gone:
+                seq = view.remove(uid)
+                if seq is not None:
+                    self.untagged(b"%d EXPUNGE" % seq)
+        last = view.uids[-1] if view.uids else 0
+        new: list[MessageInfo] = []
+        for now in changes:
+            if now.uid > last:
+                new.append(now)
+                continue
+            before = view.infos.get(now.uid)
+            if before is None:
+                continue
+            view.infos[now.uid] = now
+            if now.flags != before.flags:
                 view.keywords.update(f for f in now.flags if not f.startswith("\\"))
                 self.untagged(b"%d FETCH (UID %d FLAGS %s%s)" % (
-                    view.seq_of(uid) or 0, uid, encode.flag_list(view.flags_of(uid)),
+                    view.seq_of(now.uid) or 0, now.uid, encode.flag_list(view.flags_of(now.uid)),
                     self._modseq_part(now)))
         self._announce_keywords(view)
-        last = view.uids[-1] if view.uids else 0
-        new = [m for m in infos if m.uid > last]
         if new:
             for m in new:
                 view.add(m)
@@ -427,8 +436,10 @@ class Session:
             raise Refusal("no such mailbox", "NONEXISTENT") from None
         if self._changed is not None:
             self._changed.clear()
+        highest = await mbox.highest_modseq()  # before the list: a change in between is re-read
         infos = await mbox.messages(folder.name)
-        view = SelectedView(folder.name, cmd.name == "EXAMINE", folder.uidvalidity)
+        view = SelectedView(folder.name, cmd.name == "EXAMINE", folder.uidvalidity,
+                            modseq=highest)
         for m in infos:
             view.add(m)
         view.announced = set(view.keywords)
@@ -450,7 +461,6 @@ class Session:
         self.untagged(f"OK [UIDNEXT {folder.uidnext}] predicted next UID")
         if cmd.condstore:
             self.enabled.add("CONDSTORE")
-        highest = await mbox.highest_modseq()
         self.untagged(f"OK [HIGHESTMODSEQ {highest}] highest modseq")
         return ("READ-ONLY" if view.readonly else "READ-WRITE"), f"{cmd.name} completed"
 
