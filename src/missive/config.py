@@ -95,6 +95,11 @@ class MtaSettings(BaseModel):
     trust_refresh_seconds: float = Field(
         30.0, gt=0, description="How often the MX listener reloads the trust-space CAs."
     )
+    directory_cache_seconds: float = Field(
+        5.0, ge=0, description="How long the SMTP front reuses a directory answer (account "
+        "status, recipient lookup) on its hot path; a change takes effect within this delay "
+        "(0 = always ask the directory)."
+    )
     attachment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "text/plain",
@@ -337,6 +342,13 @@ class CertsSettings(BaseModel):
     )
 
 
+class OpsSettings(BaseModel):
+    """Operator endpoint: /metrics, /healthz, /readyz (SPEC §7)."""
+
+    bind: str = Field("127.0.0.1", description="Address of the operations endpoint.")
+    port: int = Field(9108, description="Port of /metrics, /healthz, /readyz (0 = free port).")
+
+
 class AuditSettings(BaseModel):
     """Audit log retention (SPEC §7)."""
 
@@ -368,6 +380,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
     certs: CertsSettings = Field(default_factory=CertsSettings)  # type: ignore[arg-type]
     audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
+    ops: OpsSettings = Field(default_factory=OpsSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

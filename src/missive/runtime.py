@@ -84,6 +84,7 @@ FRONTS: dict[str, str] = {
     "imap": "missive.imap.server:start",
     "notify": "missive.notify.worker:start",
     "web": "missive.webmail.server:start",
+    "ops": "missive.ops:start",
 }
 
 

@@ -16,12 +16,12 @@ from missive.cli import common
 from missive.errors import MissiveError
 
 #: Fronts that never open a mailbox: they can run without the master key (C2).
-PUBLIC_KEY_ONLY = {"smtp", "notify"}
+PUBLIC_KEY_ONLY = {"smtp", "notify", "ops"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the servers and workers")
-    p.add_argument("--only", help="comma-separated subset: smtp,relay,imap,notify,web")
+    p.add_argument("--only", help="comma-separated subset: smtp,relay,imap,notify,web,ops")
     p.add_argument("--log-level", default=os.environ.get("MISSIVE_LOG_LEVEL", "INFO"))
     p.set_defaults(func=serve_command)
     d = sub.add_parser("demo", help="init + sample users and messages + serve (loopback)")

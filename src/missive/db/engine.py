@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 #: ``session.info`` key of the callables run after a successful ``Database.write`` commit.
 AFTER_COMMIT = "missive_after_commit"
+#: ``session.info`` key of the callables run just before a ``Database.write`` commit.
+BEFORE_COMMIT = "missive_before_commit"
+#: Set in ``session.info`` of sessions opened by ``Database.write`` (hooks above are honoured).
+MANAGED = "missive_managed"
 
 
 def is_sqlite(url: str) -> bool:
@@ -156,18 +160,28 @@ class _WriteSession:
     async def __aenter__(self) -> AsyncSession:
         await self.session.__aenter__()
         await self.session.begin()
+        self.session.info[MANAGED] = True
         return self.session
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         actions: list[Any] = []
         try:
             if exc_type is None:
+                # Work that must be durable before this commit (e.g. keys in another store),
+                # once for the whole transaction; if it fails, the transaction rolls back.
+                try:
+                    for before in self.session.info.pop(BEFORE_COMMIT, []):
+                        await before(None)
+                except BaseException:
+                    await self.session.rollback()
+                    raise
                 await self.session.commit()
                 actions = self.session.info.pop(AFTER_COMMIT, [])
             else:
                 await self.session.rollback()
         finally:
             self.session.info.pop(AFTER_COMMIT, None)
+            self.session.info.pop(BEFORE_COMMIT, None)
             await self.session.__aexit__(exc_type, exc, tb)
         for action in actions:
             # Work that must follow a durable commit (e.g. destroying a key in another store).

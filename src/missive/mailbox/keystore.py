@@ -24,7 +24,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from sqlalchemy import LargeBinary, MetaData, String, delete, select, text
+from sqlalchemy import LargeBinary, MetaData, String, delete, insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from missive.db.engine import Database
@@ -70,12 +70,22 @@ class KeyStore:
 
     async def create(self, ref: str) -> bytes:
         """A new KEK registered under ``ref`` (a random id the mailbox row will carry)."""
+        kek, row = self.prepare(ref)
+        await self.save([row])
+        return kek
+
+    def prepare(self, ref: str) -> tuple[bytes, dict[str, object]]:
+        """A new KEK and its wrapped row, not yet stored (see :meth:`save`)."""
         master = self.keys.master()
         kek = crypto.new_data_key()
-        async with self.db.write() as s:
-            s.add(MailboxKek(ref=ref, master_key_id=master.key_id,
-                             wrapped=crypto.wrap_secret(master, kek, ref.encode())))
-        return kek
+        return kek, {"ref": ref, "master_key_id": master.key_id,
+                     "wrapped": crypto.wrap_secret(master, kek, ref.encode())}
+
+    async def save(self, rows: list[dict[str, object]]) -> None:
+        """Store prepared KEKs in one key-store transaction (one fsync for a whole import)."""
+        if rows:
+            async with self.db.write() as s:
+                await s.execute(insert(MailboxKek), rows)
 
     async def get(self, ref: str) -> bytes:
         async with self.db.read() as s:

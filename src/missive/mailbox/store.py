@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
-from missive.db.engine import AFTER_COMMIT, Database
+from missive.db.engine import AFTER_COMMIT, BEFORE_COMMIT, MANAGED, Database
 from missive.errors import KeyStoreUnavailable, NotFound
 from missive.mailbox import crypto
 from missive.mailbox.delivery import (
@@ -221,7 +221,7 @@ class MailboxStore:
         """
         public, private = crypto.generate_keypair(self.suite)
         ref = new_ref()
-        kek = await self.keystore.create(ref)  # committed first: see mailbox.keystore
+        kek = await self._new_kek(session, ref)
         box = Mailbox(kind=kind, label=label, status="active", suite=public.suite,
                       public_key=public.raw,
                       wrapped_private_key=crypto.wrap_private_key(kek, public, private),
@@ -236,6 +236,28 @@ class MailboxStore:
         await audit.append(session, "mailbox.create", mailbox_id=box.id,
                            details={"kind": kind, "suite": public.suite})
         return box.id
+
+    async def _new_kek(self, session: AsyncSession, ref: str) -> bytes:
+        """A KEK for a new mailbox, durable in the key store *before* the mailbox row commits.
+
+        Inside ``Database.write`` the KEKs of one transaction are saved together just before
+        its commit (one key-store fsync for a whole import); elsewhere, at once.
+        """
+        keystore = self.keystore
+        if not session.info.get(MANAGED):
+            return await keystore.create(ref)
+        kek, row = keystore.prepare(ref)
+        pending: list[dict[str, object]] | None = session.info.get("missive_pending_keks")
+        if pending is None:
+            pending = session.info["missive_pending_keks"] = []
+            pending_rows = pending
+
+            async def _save(_: object) -> None:
+                await keystore.save(pending_rows)
+
+            session.info.setdefault(BEFORE_COMMIT, []).append(_save)
+        pending.append(row)
+        return kek
 
     async def ensure_system_mailbox(self, label: str = RELAY_LABEL) -> int:
         """The system mailbox whose key seals the outbound relay queue (created by init)."""

@@ -159,7 +159,8 @@ def _wait_ports(data: Path, proc: subprocess.Popen[bytes], timeout: float = 60) 
     raise AssertionError("ports.json never appeared")
 
 
-ZERO_PORTS = {"MISSIVE_MTA__SUBMISSION_PORT": "0", "MISSIVE_MTA__SUBMISSION_TLS_PORT": "0",
+ZERO_PORTS = {"MISSIVE_OPS__PORT": "0",
+              "MISSIVE_MTA__SUBMISSION_PORT": "0", "MISSIVE_MTA__SUBMISSION_TLS_PORT": "0",
               "MISSIVE_MTA__MX_PORT": "0", "MISSIVE_IMAP__PORT": "0",
               "MISSIVE_IMAP__TLS_PORT": "0", "MISSIVE_WEBMAIL__PORT": "0"}
 
@@ -192,3 +193,27 @@ def test_serve_and_demo_listen_report_ports_and_stop(tmp_path: Path, command: st
     if command == "demo":
         assert b"marie.curie@demo.localhost" in out and b"password" in out
     assert not (data / "run" / "ports.json").exists()
+
+
+async def test_ops_endpoint_serves_health_and_metrics(core: object) -> None:
+    import asyncio
+
+    from missive.ops import start
+
+    core.settings.ops.port = 0  # type: ignore[attr-defined]
+    front = await start(core)  # type: ignore[arg-type]
+    try:
+        async def get(path: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", front.ports["ops"])
+            writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+            data = await reader.read()
+            writer.close()
+            return data
+
+        assert (await get("/healthz")).startswith(b"HTTP/1.0 200")
+        assert (await get("/readyz")).startswith(b"HTTP/1.0 200")
+        metrics = await get("/metrics")
+        assert b"missive_queue_pending" in metrics
+        assert (await get("/nothing")).startswith(b"HTTP/1.0 404")
+    finally:
+        await front.stop()
