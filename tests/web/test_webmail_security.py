@@ -192,3 +192,21 @@ async def test_caregiver_reads_is_journaled_and_revocation_is_immediate(
     again = await client.get(f"/boite/reception/{uid}")
     assert again.status_code == 404 and "Ordonnance" not in again.text
     assert "Ordonnance" not in (await client.get("/boite/reception")).text
+
+
+async def test_one_address_failing_on_many_accounts_is_slowed_down(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from missive.webmail import codes
+
+    await make_patient(wcore, 27)
+    page = await client.get("/connexion")
+    limit = wcore.settings.webmail.login_max_failures * codes.PER_ADDRESS_FACTOR
+    for n in range(limit):
+        r = await client.post("/connexion", data={"csrf": csrf_of(page.text),
+                                                  "identifier": ins_number(100 + n % 200),
+                                                  "password": "essai"})
+        assert r.status_code == 401
+    r = await client.post("/connexion", data={"csrf": csrf_of(page.text),
+                                              "identifier": ins_number(27),
+                                              "password": PASSWORD})
+    assert r.status_code == 429 and not otp.sent

@@ -6,7 +6,9 @@
   patient's code burn it.
 - Login one-time codes are 6 digits, valid ``otp_minutes``, bound to one session, at most
   ``otp_max_attempts`` tries.
-- Throttle: after ``login_max_failures`` failures on one account, the account is locked for
+- Throttle: per client address (``PER_ADDRESS_FACTOR`` times more failures allowed, so a
+  household or a care home behind one address is not locked by one person's mistakes) and per
+  account. After ``login_max_failures`` failures on one account, the account is locked for
   ``lockout_seconds``, doubling with each further failure up to ``lockout_max_seconds``; a
   success resets it. The lockout is always temporary, so an attacker cannot lock a patient out
   for good (P10).
@@ -29,6 +31,8 @@ from missive.webmail.sessions import SessionSigner
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 12
 MAX_CODE_ATTEMPTS = 10
+#: A client address may fail this many times more than one account before it is slowed down.
+PER_ADDRESS_FACTOR = 10
 PURPOSES = ("activation", "reset")
 
 
@@ -104,9 +108,11 @@ async def locked_until(s: AsyncSession, key: str) -> datetime | None:
     return row.locked_until
 
 
-async def record_failure(s: AsyncSession, settings: Settings, key: str) -> datetime | None:
-    """Count a failure; returns the lockout end if the account is now locked."""
+async def record_failure(s: AsyncSession, settings: Settings, key: str, *,
+                         max_failures: int | None = None) -> datetime | None:
+    """Count a failure; returns the lockout end if the key is now locked."""
     web = settings.webmail
+    limit = max_failures or web.login_max_failures
     row = await s.get(WebLoginThrottle, key)
     now = utcnow()
     if row is None:
@@ -114,8 +120,8 @@ async def record_failure(s: AsyncSession, settings: Settings, key: str) -> datet
         s.add(row)
     row.failures += 1
     row.updated_at = now
-    if row.failures >= web.login_max_failures:
-        excess = row.failures - web.login_max_failures
+    if row.failures >= limit:
+        excess = row.failures - limit
         seconds = min(web.lockout_seconds * (2 ** min(excess, 20)), web.lockout_max_seconds)
         row.locked_until = now + timedelta(seconds=seconds)
     await s.flush()

@@ -50,6 +50,11 @@ def set_cookie(web: Web, response: Response, value: str) -> None:
                         max_age=web.settings.webmail.session_max_hours * 3600)
 
 
+def client_address(request: Request) -> str:
+    """The peer address (behind a reverse proxy, run uvicorn with ``--proxy-headers``)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def clear_cookie(web: Web, response: Response) -> None:
     response.delete_cookie(web.cookie_name, path="/", httponly=True, samesite="strict",
                            secure=web.settings.webmail.secure_cookies)
@@ -165,9 +170,10 @@ async def login(request: Request, web: WebDep, identifier: Field = "",
         return page(request, "login.html", {"identifier": identifier, "errors": errors},
                     status_code=400)
     key = web.sessions.signer.keyed("login", " ".join(identifier.split()).lower())
+    address_key = web.sessions.signer.keyed("login-address", client_address(request))
     settings = web.settings
     async with web.core.db.write() as s:
-        until = await codes.locked_until(s, key)
+        until = await codes.locked_until(s, key) or await codes.locked_until(s, address_key)
         if until is not None:
             minutes = max(1, int((until - utcnow()).total_seconds() + 59) // 60)
             errors["password"] = (f"Trop d'essais incorrects. Par sécurité, attendez {minutes} "
@@ -184,6 +190,9 @@ async def login(request: Request, web: WebDep, identifier: Field = "",
                 break
         if matched is None or (matched[0] == "patient" and matched[1].status != "active"):
             await codes.record_failure(s, settings, key)
+            await codes.record_failure(
+                s, settings, address_key,
+                max_failures=settings.webmail.login_max_failures * codes.PER_ADDRESS_FACTOR)
             for kind, account in candidates:
                 if kind == "patient":
                     await audit.append(s, "web.login", mailbox_id=account.mailbox_id,
