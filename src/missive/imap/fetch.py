@@ -231,10 +231,12 @@ def _addresses(fields: Message, name: str) -> bytes:
     if not values:
         return NIL
     text = ", ".join(re.sub(r"\r?\n(?=[ \t])", "", str(v)) for v in values)
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # noqa: BLE001 - unparsable address list
-        return NIL
+    pairs = _simple_addresses(text)
+    if pairs is None:
+        try:
+            pairs = email.utils.getaddresses([text])
+        except Exception:  # noqa: BLE001 - unparsable address list
+            return NIL
     out: list[bytes] = []
     for display, addr in pairs:
         if not addr and not display:
@@ -244,6 +246,30 @@ def _addresses(fields: Message, name: str) -> bytes:
                           nstring(host or None)]))
     # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without spaces.
     return b"(" + b"".join(out) + b")" if out else NIL
+
+
+_ANGLE = re.compile(r"\s*([^<>]*?)\s*<([^<>@\s]+@[^<>@\s]+)>\s*")
+_BARE = re.compile(r"\s*([^<>@\s,]+@[^<>@\s,]+)\s*")
+
+
+def _simple_addresses(text: str) -> list[tuple[str, str]] | None:
+    """Fast path for the common ``Name <a@b>, c@d`` lists; None sends the text to the full
+    RFC 5322 parser (quotes, comments, groups, escapes)."""
+    if any(c in text for c in '"()\\:;[]'):
+        return None
+    out: list[tuple[str, str]] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        m = _ANGLE.fullmatch(item)
+        if m is not None:
+            out.append((" ".join(m.group(1).split()), m.group(2)))
+            continue
+        m = _BARE.fullmatch(item)
+        if m is None:
+            return None
+        out.append(("", m.group(1)))
+    return out
 
 
 def envelope(part: MimePart) -> bytes:

@@ -67,6 +67,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
 READ_AHEAD = 64
+META_CACHE_ITEMS = 50_000  # cached ENVELOPE/BODYSTRUCTURE responses per session (a few MB)
 AUDIT_DELAY = 1.0
 BODY_CACHE_BYTES = 8 * 1024 * 1024
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
@@ -177,6 +178,7 @@ class Session:
         self.on_login = on_login
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._cache_bytes = 0
+        self._meta: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self._reads: dict[int, list[int]] = {}
         self._audit_task: asyncio.Future[None] | None = None
 
@@ -833,10 +835,11 @@ class Session:
         read_uids: list[int] = []
         for start in range(0, len(targets), _FETCH_BATCH):
             batch = targets[start:start + _FETCH_BATCH]
-            raws = await self._bodies(view, [u for _, u in batch]) if need_raw else {}
+            wanted = [u for _, u in batch if self._needs_raw(cmd, view, u)] if need_raw else []
+            raws = await self._bodies(view, wanted) if wanted else {}
             for seq, uid in batch:
                 info = view.infos.get(uid)
-                if info is None or (need_raw and uid not in raws):
+                if info is None or (uid in wanted and uid not in raws):
                     continue
                 items = self._fetch_items(cmd, view, info, raws.get(uid))
                 if uid in seen_now and not any(a.name == "FLAGS" for a in cmd.attrs):
@@ -905,9 +908,12 @@ class Session:
             elif name == "INTERNALDATE":
                 items.append(b"INTERNALDATE " + encode.datetime_text(info.internal_date))
             elif name == "RFC822.SIZE":
-                items.append(b"RFC822.SIZE %d" % (len(raw) if raw is not None else info.size))
+                items.append(b"RFC822.SIZE %d" % info.size)
             elif name == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % info.modseq)
+            elif (key := _meta_key(a)) is not None and (
+                    cached := self._meta.get((view.uidvalidity, info.uid, key))) is not None:
+                items.append(cached)
             elif raw is None:
                 continue
             elif name == "RFC822":
@@ -915,8 +921,23 @@ class Session:
             else:
                 if tree is None:
                     tree = parse_mime(raw)
-                items.append(_content_item(a, tree, raw))
+                item = _content_item(a, tree, raw)
+                if key is not None:
+                    self._meta[(view.uidvalidity, info.uid, key)] = item
+                    if len(self._meta) > META_CACHE_ITEMS:
+                        self._meta.popitem(last=False)
+                items.append(item)
         return items
+
+    def _needs_raw(self, cmd: p.Fetch, view: SelectedView, uid: int) -> bool:
+        """Whether answering ``cmd`` for ``uid`` needs the message itself: ENVELOPE and
+        BODYSTRUCTURE already computed in this session are served without decrypting."""
+        for a in cmd.attrs:
+            if a.name in _CONTENT_ITEMS or a.name == "BODY":
+                key = _meta_key(a)
+                if key is None or (view.uidvalidity, uid, key) not in self._meta:
+                    return True
+        return False
 
     def _audit_read(self, uidvalidity: int, uids: Sequence[int]) -> None:
         """Note content reads; they are written within :data:`AUDIT_DELAY` seconds, one entry
@@ -955,6 +976,15 @@ class Session:
             for validity, uids in reads.items():
                 self._reads.setdefault(validity, []).extend(uids)
             raise
+
+
+def _meta_key(a: p.FetchAttr) -> str | None:
+    """Items computed from the message that are small and never change (cacheable)."""
+    if a.name in ("ENVELOPE", "BODYSTRUCTURE"):
+        return a.name
+    if a.name == "BODY" and a.section is None:
+        return "BODY"
+    return None
 
 
 def _content_item(a: p.FetchAttr, tree: MimePart, raw: bytes) -> bytes:
