@@ -92,7 +92,7 @@ class Connection:
     async def read_line(self) -> bytes | None:
         try:
             line = await self._readline(self._timeout())
-        except (_TooBig, asyncio.IncompleteReadError, ConnectionError):
+        except (_TooBig, asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             return None
         return line or None
 

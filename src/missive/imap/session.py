@@ -592,7 +592,7 @@ class Session:
             self._pending = True
         return f"APPENDUID {validity} {uid}", "APPEND completed"
 
-    async def do_idle(self, cmd: p.Command) -> tuple[str | None, str]:
+    async def do_idle(self, cmd: p.Command) -> tuple[str | None, str] | None:
         """RFC 2177: report changes as they happen until the client sends ``DONE``."""
         self.io.send(b"+ idling\r\n")
         await self.io.flush()
@@ -611,9 +611,10 @@ class Session:
                         waker.cancel()
                 if reader.done():
                     line = reader.result()
-                    if line is None:
+                    if line is None:  # autologout (RFC 9051 §5.4) or the client went away
+                        self.untagged("BYE autologout; idle for too long")
                         self.state = LOGOUT
-                        raise Refusal("connection closed", status="BAD")
+                        return None
                     if line.strip().upper() != b"DONE":
                         raise Refusal("expected DONE to end IDLE", status="BAD")
                     return None, "IDLE terminated"
