@@ -53,14 +53,12 @@ def _refusal(address: str, err: PolicyRefusal) -> dict[str, Any]:
 
 
 async def _deliver(args: argparse.Namespace, raw: bytes) -> int:
-    from missive.directory.recipients import resolve_recipient
+    from missive.directory.recipients import recipient_facts, resolve_recipient
     from missive.mime.parts import list_parts
     from missive.mime.summary import summarize
     from missive.policy import (
         PatientReplyFacts,
         Port,
-        RecipientFacts,
-        RecipientKind,
         SenderKind,
         check_attachments,
         check_patient_reply,
@@ -90,19 +88,12 @@ async def _deliver(args: argparse.Namespace, raw: bytes) -> int:
             sender_info = await resolve_recipient(s, args.sender, settings)
         sender_kind = (SenderKind.PATIENT if sender_info.kind == "patient"
                        else SenderKind.PROFESSIONAL)
-        kinds = {"patient": RecipientKind.LOCAL_PATIENT,
-                 "professional": RecipientKind.LOCAL_PROFESSIONAL,
-                 "remote": RecipientKind.TRUST_SPACE}
         delivery = core.store.delivery(sender=args.sender, source="deliver", actor="local")
         accepted: list[str] = []
         for address in args.recipients:
             async with core.db.read() as s:
                 info = await resolve_recipient(s, address, settings)
-            facts = RecipientFacts(
-                kind=kinds.get(info.kind, RecipientKind.OUTSIDE), port=Port.SUBMISSION,
-                sender_kind=sender_kind, ins_error=info.ins_error,
-                patient_status=info.status if info.kind == "patient" and info.known else None,
-                mailbox_exists=info.mailbox_exists)
+            facts = recipient_facts(info, port=Port.SUBMISSION, sender_kind=sender_kind)
             try:
                 if info.kind == "invalid":
                     raise PolicyRefusal(501, "5.1.3", f"Bad recipient address syntax: "

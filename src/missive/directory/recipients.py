@@ -33,6 +33,8 @@ from missive.directory.trust import trust_domain_for
 from missive.directory.validate import is_local_domain
 from missive.identity.address import AddressError, normalize_address, normalize_domain
 from missive.identity.ins import InsError, parse_matricule
+from missive.policy import Port, RecipientFacts, SenderKind
+from missive.policy import RecipientKind as PolicyKind
 
 RecipientKind = Literal["invalid", "patient", "professional", "remote", "outside"]
 
@@ -116,3 +118,24 @@ async def resolve_recipient(
         return RecipientInfo(address=normal, kind="remote", known=True,
                              trust_domain=entry.domain)
     return RecipientInfo(address=normal, kind="outside")
+
+
+_POLICY_KINDS = {
+    "patient": PolicyKind.LOCAL_PATIENT,
+    "professional": PolicyKind.LOCAL_PROFESSIONAL,
+    "remote": PolicyKind.TRUST_SPACE,
+}
+
+
+def recipient_facts(info: RecipientInfo, *, port: Port, sender_kind: SenderKind) -> RecipientFacts:
+    """The facts :func:`missive.policy.check_recipient` decides on, from a lookup.
+
+    The one mapping every front uses (SMTP submission and MX, ``missive deliver``, webmail
+    replies), so that they cannot disagree. ``invalid`` addresses are a syntax error the caller
+    reports before (501 5.1.3): they map to ``OUTSIDE`` here, which refuses.
+    """
+    return RecipientFacts(
+        kind=_POLICY_KINDS.get(info.kind, PolicyKind.OUTSIDE), port=port,
+        sender_kind=sender_kind, ins_error=info.ins_error,
+        patient_status=info.status if info.kind == "patient" and info.known else None,
+        mailbox_exists=info.mailbox_exists)
