@@ -164,8 +164,8 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\"\\/:*?<>|;]+")
 def safe_filename(name: str) -> str:
     """A file name without path, control or quoting characters (RFC 6266 §4.3 advice)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = _UNSAFE_NAME.sub("_", base).strip(" .")
-    return cleaned[:150] or "piece-jointe"
+    cleaned = _UNSAFE_NAME.sub("_", base).strip(" .")[:150]
+    return cleaned if any(ch.isalnum() for ch in cleaned) else "piece-jointe"
 
 
 def content_disposition(kind: str, filename: str) -> str:
