@@ -271,3 +271,60 @@ async def test_idle_session_ends_with_a_message(
     assert r.status_code == 303 and r.headers["location"] == "/connexion"
     page = await client.get("/connexion")
     assert "sans activité" in html.unescape(page.text)
+
+
+async def test_authenticator_app_replaces_sms_codes_with_fallback(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    import base64
+    import time
+
+    from missive.webmail import totp
+
+    await make_patient(wcore, 9)
+    await login(client, otp, ins_number(9))
+    page = await client.get("/parametres/application")
+    r = await client.post("/parametres/application", data={"csrf": csrf_of(page.text)})
+    assert r.status_code == 303
+    page = await client.get("/parametres/application")
+    key = re.search(r'<p class="target"><code>([A-Z2-7 ]+)</code>', page.text)
+    assert key
+    text = key.group(1).replace(" ", "")
+    secret = base64.b32decode(text + "=" * (-len(text) % 8))
+    step = totp.step_of(time.time())
+    bad = await client.post("/parametres/application/confirmer",
+                            data={"csrf": csrf_of(page.text), "code": "000000"
+                                  if totp.hotp(secret, step) != "000000" else "111111"})
+    assert bad.status_code == 400
+    ok = await client.post("/parametres/application/confirmer",
+                           data={"csrf": csrf_of(page.text), "code": totp.hotp(secret, step)})
+    assert ok.status_code == 303
+    form = await client.get("/parametres")
+    await client.post("/deconnexion", data={"csrf": csrf_of(form.text)})
+
+    sent_before = len(otp.sent)
+    page = await client.get("/connexion")
+    r = await client.post("/connexion", data={"csrf": csrf_of(page.text),
+                                              "identifier": ins_number(9), "password": PASSWORD})
+    assert r.status_code == 303 and len(otp.sent) == sent_before  # no SMS
+    code_page = await client.get("/connexion/code")
+    assert "application" in code_page.text
+    reused = await client.post("/connexion/code", data={"csrf": csrf_of(code_page.text),
+                                                        "code": totp.hotp(secret, step)})
+    assert reused.status_code == 401  # a code is accepted once (RFC 6238 §5.2)
+    r = await client.post("/connexion/code", data={"csrf": csrf_of(code_page.text),
+                                                   "code": totp.hotp(secret, step + 1)})
+    assert r.status_code == 303 and r.headers["location"] == "/boite/reception"
+    form = await client.get("/parametres")
+    await client.post("/deconnexion", data={"csrf": csrf_of(form.text)})
+
+    # Without the phone app: a code by SMS instead.
+    page = await client.get("/connexion")
+    await client.post("/connexion", data={"csrf": csrf_of(page.text),
+                                          "identifier": ins_number(9), "password": PASSWORD})
+    code_page = await client.get("/connexion/code")
+    r = await client.post("/connexion/code/envoyer", data={"csrf": csrf_of(code_page.text)})
+    assert r.status_code == 303 and len(otp.sent) == sent_before + 1
+    code_page = await client.get("/connexion/code")
+    r = await client.post("/connexion/code", data={"csrf": csrf_of(code_page.text),
+                                                   "code": otp.last_code})
+    assert r.status_code == 303 and r.headers["location"] == "/boite/reception"

@@ -13,7 +13,8 @@ Layout:
   never does (absolute lifetime). The one-time code is kept only as a keyed hash.
 - ``web_code``: out-of-band codes (activation letter, password reset) printed by the operator:
   keyed hash, purpose, expiry, use, attempts.
-- ``web_invitation``: a patient's invitation to a caregiver (see the class).
+- ``web_invitation``: a patient's invitation to a caregiver; ``web_totp``: an authenticator
+  app registered instead of SMS codes (see the classes).
 - ``web_login_throttle``: failed logins per account key (a keyed hash of the login, so the
   table holds no identifiers) with the lockout end; shared by all nodes through the database.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from missive.db.base import Base, UTCDateTime, utcnow
@@ -102,3 +103,26 @@ class WebInvitation(Base):
     delegate_id: Mapped[int | None] = mapped_column(
         ForeignKey("delegate.id", ondelete="SET NULL"), nullable=True
     )
+
+
+class WebTotp(Base):
+    """A TOTP authenticator (RFC 6238) a principal registered as an alternative to SMS codes.
+
+    The shared secret is wrapped with the master key (``mailbox.crypto.wrap_secret``, the key
+    named by ``master_key_id``), never stored in clear. ``confirmed_at`` is set once the user
+    typed a first valid code; ``last_step`` is the last accepted time step (a code is accepted
+    once: RFC 6238 §5.2).
+    """
+
+    __tablename__ = "web_totp"
+    __table_args__ = (UniqueConstraint("principal_kind", "principal_id",
+                                       name="uq_web_totp_principal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_kind: Mapped[str] = mapped_column(String(10))
+    principal_id: Mapped[int] = mapped_column(Integer)
+    wrapped_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(64))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_step: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -43,6 +43,13 @@ JOURNAL_LABELS = {
     "web.message.restore": "Message restauré",
     "web.search": "Recherche dans les messages",
     "web.settings": "Paramètres modifiés",
+    "web.totp.add": "Application d'authentification enregistrée",
+    "web.totp.remove": "Application d'authentification retirée",
+    "web.message.reply": "Réponse envoyée",
+    "web.export": "Téléchargement de tous les messages",
+    "web.invitation.create": "Invitation d'un proche préparée",
+    "web.invitation.accept": "Invitation acceptée par un proche",
+    "web.mdn.sent": "Accusé de lecture envoyé",
     "web.activation": "Activation du compte",
     "web.activation.code": "Code d'activation utilisé",
     "web.reset.code": "Code de réinitialisation utilisé",
@@ -174,3 +181,65 @@ async def close_account(request: Request, web: WebDep, who: ViewerDep, password:
     response = page(request, "closed.html", {"title": "Compte fermé"})
     clear_cookie(web, response)
     return response
+
+
+# --- authenticator app (TOTP) -----------------------------------------------------------------
+
+async def _app_page(request: Request, web: Any, who: Viewer, errors: dict[str, str],
+                    status_code: int = 200) -> Response:
+    from missive.webmail import totp
+
+    patient = _owner(who)
+    async with web.core.db.read() as s:
+        row = await totp.find(s, "patient", patient.id)
+    ctx: dict[str, Any] = {**base_context(who, "parametres"), "title": "Application "
+                           "d'authentification", "errors": errors, "row": row}
+    if row is not None and row.confirmed_at is None:
+        secret = totp.secret_of(web.core.keys, row)
+        ctx["key"] = totp.grouped(secret)
+        ctx["uri"] = totp.uri(secret, patient.matricule)
+    return page(request, "totp.html", ctx, status_code=status_code)
+
+
+@router.get("/parametres/application")
+async def app_form(request: Request, web: WebDep, who: ViewerDep) -> Response:
+    return await _app_page(request, web, who, {})
+
+
+@router.post("/parametres/application")
+async def app_begin(request: Request, web: WebDep, who: ViewerDep) -> Response:
+    from missive.webmail import totp
+
+    patient = _owner(who)
+    async with web.core.db.write() as s:
+        await totp.begin(s, web.core.keys, "patient", patient.id)
+    return RedirectResponse("/parametres/application", status_code=303)
+
+
+@router.post("/parametres/application/confirmer")
+async def app_confirm(request: Request, web: WebDep, who: ViewerDep,
+                      code: Field = "") -> Response:
+    from missive.webmail import totp
+
+    patient = _owner(who)
+    async with web.core.db.write() as s:
+        row = await totp.find(s, "patient", patient.id)
+        ok = row is not None and await totp.check(s, web.core.keys, row, code)
+        if ok:
+            await audit.append(s, "web.totp.add", actor=who.actor, mailbox_id=patient.mailbox_id)
+    if not ok:
+        return await _app_page(request, web, who, {"code": (
+            "Ce code n'est pas le bon. Vérifiez que l'heure de votre téléphone est juste, puis "
+            "saisissez le code affiché maintenant.")}, status_code=400)
+    return RedirectResponse("/parametres?fait=1", status_code=303)
+
+
+@router.post("/parametres/application/retirer")
+async def app_remove(web: WebDep, who: ViewerDep) -> Response:
+    from missive.webmail import totp
+
+    patient = _owner(who)
+    async with web.core.db.write() as s:
+        await totp.remove(s, "patient", patient.id)
+        await audit.append(s, "web.totp.remove", actor=who.actor, mailbox_id=patient.mailbox_id)
+    return RedirectResponse("/parametres?fait=1", status_code=303)

@@ -30,7 +30,7 @@ from missive.directory import validate
 from missive.directory.errors import InvalidField
 from missive.directory.models import DelegatePerson, Patient
 from missive.directory.passwords import hash_password, verify_password
-from missive.webmail import codes
+from missive.webmail import codes, totp
 from missive.webmail.app import page
 from missive.webmail.deps import Web, WebDep, current_session
 from missive.webmail.otp import Channel, OtpDeliveryError
@@ -202,6 +202,17 @@ async def login(request: Request, web: WebDep, identifier: Field = "",
         return page(request, "login.html", {"identifier": identifier, "errors": errors},
                     status_code=401)
     kind, account = matched
+    async with web.core.db.read() as s:
+        app = await totp.find(s, kind, account.id)
+    if app is not None and app.confirmed_at is not None:
+        async with web.core.db.write() as s:
+            await codes.record_success(s, key)
+            cookie, new_state = await web.sessions.rotate(
+                s, state.id, stage="otp", principal_kind=kind, principal_id=account.id,
+                otp_hash=None, otp_channel="totp", otp_attempts=0, active_delegate_id=None,
+                otp_expires_at=utcnow() + timedelta(minutes=settings.webmail.otp_minutes))
+        request.state.web_session = new_state
+        return redirect("/connexion/code", web, cookie)
     route = _otp_route(kind, account)
     if route is None:
         errors["identifier"] = ("Aucun téléphone ni adresse e-mail n'est enregistré pour vous "
@@ -240,6 +251,39 @@ async def otp_form(request: Request, web: WebDep) -> Response:
     return page(request, "otp.html", {"channel": state.otp_channel, "errors": {}})
 
 
+@router.post("/connexion/code/envoyer")
+async def otp_fallback(request: Request, web: WebDep) -> Response:
+    """Without the authenticator app at hand: a code by SMS or e-mail instead."""
+    state = current_session(request)
+    if state is None or state.stage != "otp" or state.otp_channel != "totp" \
+            or state.principal_id is None or state.principal_kind is None:
+        return redirect("/connexion")
+    async with web.core.db.read() as s:
+        account: Any = await s.get(Patient if state.principal_kind == "patient"
+                                   else DelegatePerson, state.principal_id)
+    route = _otp_route(state.principal_kind, account) if account is not None else None
+    if route is None:
+        return page(request, "otp.html", {"channel": "totp", "errors": {"code": (
+            "Aucun téléphone ni adresse e-mail n'est enregistré : utilisez votre application.")}},
+            status_code=400)
+    channel, to = route
+    code = codes.new_otp()
+    minutes = web.settings.webmail.otp_minutes
+    async with web.core.db.write() as s:
+        await web.sessions.update(
+            s, state.id, otp_channel=channel, otp_attempts=0,
+            otp_hash=web.sessions.signer.keyed(
+                "otp", f"{state.principal_kind}:{state.principal_id}:{code}"),
+            otp_expires_at=utcnow() + timedelta(minutes=minutes))
+    try:
+        await web.otp.send(channel=channel, to=to, code=code, minutes=minutes)
+    except OtpDeliveryError:
+        return page(request, "otp.html", {"channel": "totp", "errors": {"code": (
+            "Nous n'avons pas pu vous envoyer de code. Utilisez votre application ou "
+            "réessayez dans quelques minutes.")}}, status_code=503)
+    return redirect("/connexion/code")
+
+
 @router.post("/connexion/code")
 async def otp_check(request: Request, web: WebDep, code: Field = "") -> Response:
     state = current_session(request)
@@ -248,13 +292,17 @@ async def otp_check(request: Request, web: WebDep, code: Field = "") -> Response
     typed = "".join(ch for ch in code if ch.isdigit())
     async with web.core.db.write() as s:
         row = await web.sessions.row(s, state.id)
-        if row is None:
+        if row is None or row.principal_kind is None or row.principal_id is None:
             return redirect("/connexion")
         expected = web.sessions.signer.keyed(
             "otp", f"{row.principal_kind}:{row.principal_id}:{typed}")
         fresh = row.otp_expires_at is not None and row.otp_expires_at > utcnow()
-        good = (fresh and row.otp_hash is not None and len(typed) == 6
-                and secrets.compare_digest(row.otp_hash, expected))
+        if row.otp_channel == "totp":
+            app = await totp.find(s, row.principal_kind, row.principal_id)
+            good = fresh and app is not None and await totp.check(s, web.core.keys, app, typed)
+        else:
+            good = (fresh and row.otp_hash is not None and len(typed) == 6
+                    and secrets.compare_digest(row.otp_hash, expected))
         mailbox_id = None
         if row.principal_kind == "patient" and row.principal_id is not None:
             patient = await s.get(Patient, row.principal_id)
