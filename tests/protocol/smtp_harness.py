@@ -181,7 +181,8 @@ async def smtp_env(tmp_path: Path, database_url: str | None = None,
     """Build and start the environment described in the module docstring."""
     options: dict[str, Any] = {"submission_port": 0, "submission_tls_port": 0, "mx_port": 0,
                                "patient_submission": True, "auth_lockout_seconds": 60.0,
-                               "command_timeout": 30.0, "data_timeout": 30.0}
+                               "command_timeout": 30.0, "data_timeout": 30.0,
+               "directory_cache_seconds": 0.0}
     options.update(mta)
     extra: dict[str, Any] = {"mta": options}
     if database_url:

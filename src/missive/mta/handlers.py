@@ -18,6 +18,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import email.header
 import email.parser
 import email.policy
 import logging
@@ -73,14 +74,26 @@ class HeaderView:
 
 
 def read_headers(raw: bytes) -> HeaderView:
-    """``From:`` and ``Sender:`` values, decoded; never raises."""
+    """``From:`` and ``Sender:`` values with RFC 2047 words decoded; never raises.
+
+    Only the header block is parsed, with the fast ``compat32`` policy, and only these two
+    fields are decoded (the policy checks display names for spoofing, so they must be read as
+    a mail client shows them).
+    """
     try:
-        msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
-        froms = [str(v) for v in (msg.get_all("From") or [])]
-        senders = [str(v) for v in (msg.get_all("Sender") or [])]
+        head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+        return HeaderView([_decoded(v) for v in msg.get_all("From") or []],
+                          [_decoded(v) for v in msg.get_all("Sender") or []])
     except Exception:  # noqa: BLE001 - a broken header is refused by P2, not a crash
         return HeaderView([], [])
-    return HeaderView(froms, senders)
+
+
+def _decoded(value: object) -> str:
+    text = str(value)
+    if "=?" not in text:
+        return " ".join(text.split())
+    return " ".join(str(email.header.make_header(email.header.decode_header(text))).split())
 
 
 def smtp_session(session: Session | None) -> SmtpSession:
@@ -234,9 +247,18 @@ def accept_recipient(envelope: SmtpEnvelope, address: str, options: Sequence[str
 
 async def lookup_recipient(ctx: FrontContext, address: str, *, port: Port,
                            sender_kind: SenderKind) -> tuple[RecipientInfo, RecipientFacts]:
-    """Directory facts about one RCPT address, in the shape :func:`check_recipient` takes."""
-    async with ctx.core.db.read() as s:
-        info = await resolve_recipient(s, address, ctx.settings)
+    """Directory facts about one RCPT address, in the shape :func:`check_recipient` takes.
+
+    Answers are reused for ``mta.directory_cache_seconds`` (see :class:`TtlCache`).
+    """
+    cache = ctx.limits.directory
+    cached = cache.get("rcpt\x00" + address.lower())
+    if isinstance(cached, RecipientInfo):
+        info = cached
+    else:
+        async with ctx.core.db.read() as s:
+            info = await resolve_recipient(s, address, ctx.settings)
+        cache.put("rcpt\x00" + address.lower(), info)
     if info.kind == "patient":
         kind = RecipientKind.LOCAL_PATIENT
     elif info.kind == "professional":

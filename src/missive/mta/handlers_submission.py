@@ -81,6 +81,16 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         return out
 
     async def _current_status(self, principal: Principal) -> str:
+        cache = self.ctx.limits.directory
+        key = f"status\x00{principal.kind}\x00{principal.login}"
+        cached = cache.get(key)
+        if isinstance(cached, str):
+            return cached
+        status = await self._load_status(principal)
+        cache.put(key, status)
+        return status
+
+    async def _load_status(self, principal: Principal) -> str:
         async with self.ctx.core.db.read() as s:
             if principal.kind == "professional":
                 pro = await find_professional(s, principal.login)

@@ -180,6 +180,7 @@ class Limits:
     addresses: TokenBucket
     lockout: AuthLockout
     connections: ConnectionCounter
+    directory: TtlCache
 
     @classmethod
     def from_settings(cls, mta: MtaSettings, *, clock: Clock = time.monotonic) -> Limits:
@@ -193,4 +194,36 @@ class Limits:
                                 clock=clock),
             connections=ConnectionCounter(mta.max_connections_per_address,
                                           mta.max_connections),
+            directory=TtlCache(mta.directory_cache_seconds, clock=clock),
         )
+
+
+class TtlCache:
+    """A small cache of directory facts for the hot path (MAIL status, RCPT lookups).
+
+    Entries live ``ttl`` seconds (0 disables the cache): a suspension, a patient's opposition or
+    a new trust domain takes effect within that delay on an open front. Bounded in size.
+    """
+
+    def __init__(self, ttl: float, *, clock: Clock = time.monotonic,
+                 max_keys: int = 10_000) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._items: _Bounded = _Bounded(max_keys)
+
+    def get(self, key: str) -> object | None:
+        if self.ttl <= 0:
+            return None
+        entry = self._items.get(key)
+        if not isinstance(entry, tuple):
+            return None
+        expires, value = entry
+        if self.clock() >= expires:
+            self._items.pop(key, None)
+            return None
+        return value
+
+    def put(self, key: str, value: object) -> None:
+        if self.ttl > 0:
+            self._items[key] = (self.clock() + self.ttl, value)
+            self._items.touch(key)
