@@ -8,6 +8,7 @@ needing more than escaping, otherwise as a literal ``{n}\\r\\n`` followed by its
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ __all__ = ["NIL", "astring", "datetime_text", "flag_list", "literal", "nstring",
            "quoted_or_literal"]
 
 NIL = b"NIL"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _QUOTABLE_MAX = 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0, 32)) | {127}
@@ -34,7 +36,7 @@ def literal(value: str | bytes) -> bytes:
 def quoted_or_literal(value: str | bytes) -> bytes:
     """A ``string`` (RFC 3501 §4.3): quoted when safe, else a literal."""
     data = _bytes(value)
-    if len(data) <= _QUOTABLE_MAX and all(0x20 <= c < 0x7F for c in data):
+    if len(data) <= _QUOTABLE_MAX and data.isascii() and _CONTROL.search(data) is None:
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(data)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from missive.mailbox.store import MessageInfo
 
 __all__ = ["Candidate", "matches", "needs_content"]
 
+_HEADERS = email.parser.BytesParser(policy=email.policy.compat32)
 _CONTENT_OPS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
                           "SENTBEFORE", "SENTON", "SENTSINCE"})
 
@@ -46,6 +48,7 @@ class Candidate:
     flags: frozenset[str]
     raw: bytes | None = None
     _msg: Message | None = field(default=None, repr=False)
+    _head: Message | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
     @property
@@ -54,11 +57,18 @@ class Candidate:
             self._msg = email.message_from_bytes(self.raw or b"", policy=email.policy.compat32)
         return self._msg
 
+    @property
+    def headers(self) -> Message:
+        """The header fields only (header keys need not parse the body)."""
+        if self._head is None:
+            self._head = _HEADERS.parsebytes(self.raw or b"", headersonly=True)
+        return self._head
+
     def header_values(self, name: str) -> list[str]:
-        return [_decode_header(v) for v in self.message.get_all(name, [])]
+        return [_decode_header(v) for v in self.headers.get_all(name, [])]
 
     def headers_text(self) -> str:
-        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.message.items())
+        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.headers.items())
 
     def body_text(self) -> str:
         if self._body is None:
@@ -91,7 +101,7 @@ def _decode_header(value: object) -> str:
 
 
 def _sent_date(c: Candidate) -> date | None:
-    value = c.message.get("Date")
+    value = c.headers.get("Date")
     if value is None:
         return None
     try:
@@ -151,7 +161,7 @@ def _uid(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
 def _text_header(name: str) -> Callable[[tuple[object, ...], Candidate, Context], bool]:
     def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
         values = c.header_values(name)
-        raw = [str(v) for v in c.message.get_all(name, [])]
+        raw = [str(v) for v in c.headers.get_all(name, [])]
         return _contains(values + raw, str(args[0]))
     return check
 
