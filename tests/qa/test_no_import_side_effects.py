@@ -2,7 +2,8 @@
 globals built at import time"; BRIEF: "No I/O or globals built at import time").
 
 A fresh interpreter, started in an empty directory, imports every module of ``missive`` one after
-the other (walking the package with :mod:`pkgutil`) and records, after each one, what appeared:
+the other (every ``.py`` file of the tree; :mod:`pkgutil`'s walk is compared with that list,
+since it skips directories without ``__init__.py``) and records, after each one, what appeared:
 sockets created and host names resolved, files or directories in the current directory (the
 default data directory is ``./data``), threads, SQLAlchemy engines, child processes, handlers on
 the root logger, and signal handlers. Whatever appears is charged to the module whose import
@@ -79,18 +80,20 @@ def state():
 import missive
 
 report = {}
-modules = []
+walked = []
 walk_errors = []
 for info in pkgutil.walk_packages(missive.__path__, "missive.",
                                   onerror=lambda name: walk_errors.append(name)):
-    if info.name.endswith(".__main__"):
-        continue
-    modules.append(info.name)
+    if not info.name.endswith(".__main__"):
+        walked.append(info.name)
+# The module names come from the test (read from the file tree): pkgutil skips directories
+# without __init__.py, and they must be checked too.
+for name in json.loads(sys.argv[1]):
     before = state()
     events.clear()
     entry = {}
     try:
-        importlib.import_module(info.name)
+        importlib.import_module(name)
     except BaseException as exc:
         entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
     after = state()
@@ -106,20 +109,27 @@ for info in pkgutil.walk_packages(missive.__path__, "missive.",
         entry["signals"] = after["signals"]
     for kind, what in events:
         entry.setdefault(kind, []).append(what)
-    report[info.name] = entry
+    report[name] = entry
 
-print(json.dumps({"modules": modules, "report": report, "walk_errors": walk_errors}))
+print(json.dumps({"walked": walked, "report": report, "walk_errors": walk_errors}))
 '''
 
 
+#: Loaded by Alembic from their paths, never imported as modules of the package.
+NOT_MODULES = (PACKAGE / "db" / "migrations",)
+NO_INIT_REASON = (
+    "src/missive/webmail/ has no __init__.py: pkgutil (and setuptools' find_packages, so any "
+    "wheel or sdist) skips missive.webmail and missive.webmail.routes"
+)
+
+
 def package_modules() -> list[str]:
-    """Module names ``pkgutil.walk_packages`` will find, read from the file tree."""
+    """Every module of the package, read from the file tree."""
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
+        if any(path.is_relative_to(d) for d in NOT_MODULES):
+            continue
         rel = path.relative_to(PACKAGE.parent)
-        if not all((PACKAGE.parent / Path(*rel.parts[:i]) / "__init__.py").exists()
-                   for i in range(1, len(rel.parts))):
-            continue  # not inside a package (Alembic's migrations directory)
         parts = list(rel.with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -133,17 +143,22 @@ def package_modules() -> list[str]:
 def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cwd = tmp_path_factory.mktemp("import-side-effects")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIVE_")}
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(package_modules())], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def test_walk_finds_every_module(probe: dict[str, Any]) -> None:
+@pytest.mark.xfail(strict=True, reason=NO_INIT_REASON)
+def test_pkgutil_walk_finds_every_module(probe: dict[str, Any]) -> None:
     assert probe["walk_errors"] == []
-    assert sorted(probe["modules"]) == sorted(package_modules())
-    assert len(probe["modules"]) > 50
+    assert sorted(set(package_modules()) - set(probe["walked"])) == []
+
+
+def test_every_module_was_imported(probe: dict[str, Any]) -> None:
+    assert sorted(probe["report"]) == sorted(package_modules())
+    assert {"missive.mailbox.store", "missive.webmail.app"} <= set(probe["report"])
 
 
 @pytest.mark.parametrize("module", package_modules())
@@ -169,7 +184,7 @@ def test_the_probe_sees_side_effects(tmp_path: Path) -> None:
     cwd.mkdir()
     done = subprocess.run([sys.executable, "-I", "-c",
                            f"import sys; sys.path.insert(0, {str(tmp_path / 'lib')!r}); "
-                           f"exec({PROBE!r})"],
+                           f"exec({PROBE!r})", '["missive.quiet", "missive.noisy"]'],
                           cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)["report"]
