@@ -26,6 +26,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
@@ -68,6 +69,10 @@ class StoreError(MissiveError):
 
 
 class MailboxClosed(StoreError):
+    pass
+
+
+class QuotaExceeded(StoreError):
     pass
 
 
@@ -129,6 +134,33 @@ class _Job:
     relays: list[_RelayRow]
     size: int
     future: asyncio.Future[DeliveryResult]
+    #: IMAP APPEND / Sent copies: initial flags and date, quota enforced, own audit action.
+    flags: str = ""
+    internal_date: datetime | None = None
+    enforce_quota: bool = False
+    action: str = "message.deliver"
+
+
+def seal_copy(public: crypto.PublicKey, mailbox_id: int, folder: str, raw: bytes,
+              meta: bytes) -> _Copy:
+    """Seal one copy of a message for a mailbox (a fresh data key; no database access)."""
+    data_key = crypto.new_data_key()
+    sealed = crypto.seal_data_key(public, data_key)
+    return _Copy(mailbox_id, folder, sealed.suite, sealed.blob,
+                 crypto.encrypt(data_key, meta, META), crypto.encrypt(data_key, raw, BODY),
+                 len(raw))
+
+
+def meta_of(summary: MessageSummary) -> bytes:
+    return json.dumps(summary.to_dict(), ensure_ascii=False).encode()
+
+
+def new_job(*, sender: str, source: str, actor: str | None, summary: MessageSummary,
+            copies: list[_Copy], size: int, notify: bool = True, thread_hash: str | None = None,
+            relays: list[_RelayRow] | None = None, **extra: object) -> _Job:
+    return _Job(sender, source, actor, notify, summary.message_id, thread_hash, copies,
+                relays or [], size, asyncio.get_running_loop().create_future(),
+                **extra)  # type: ignore[arg-type]
 
 
 class Delivery:
@@ -166,20 +198,14 @@ class Delivery:
         self._done = True
         store = self.store
         summary = summary or summarize(raw)
-        meta = json.dumps(summary.to_dict(), ensure_ascii=False).encode()
-        copies = []
-        for mailbox_id, folder in self.local:
-            public = await store.public_key(mailbox_id)
-            data_key = crypto.new_data_key()
-            sealed = crypto.seal_data_key(public, data_key)
-            copies.append(_Copy(mailbox_id, folder, sealed.suite, sealed.blob,
-                                crypto.encrypt(data_key, meta, META),
-                                crypto.encrypt(data_key, raw, BODY), len(raw)))
+        meta = meta_of(summary)
+        copies = [seal_copy(await store.public_key(mailbox_id), mailbox_id, folder, raw, meta)
+                  for mailbox_id, folder in self.local]
         relays = await self._seal_remote(raw) if self.remote else []
         thread = summary.thread_root if self.close_conversation else ""
-        job = _Job(self.sender, self.source, self.actor, self.notify, summary.message_id,
-                   store.thread_hash(thread) if thread else None, copies, relays, len(raw),
-                   asyncio.get_running_loop().create_future())
+        job = new_job(sender=self.sender, source=self.source, actor=self.actor, summary=summary,
+                      copies=copies, size=len(raw), notify=self.notify, relays=relays,
+                      thread_hash=store.thread_hash(thread) if thread else None)
         return await store.committer.submit(job)
 
     async def _seal_remote(self, raw: bytes) -> list[_RelayRow]:
@@ -274,11 +300,13 @@ class GroupCommitter:
         now = utcnow()
         results = [DeliveryResult() for _ in batch]
         ids = {c.mailbox_id for job in batch for c in job.copies}
-        boxes = {row[0]: (row[1], row[2]) for row in (s.execute(
-            select(Mailbox.id, Mailbox.status, Mailbox.kind).where(Mailbox.id.in_(ids)))
+        boxes = {row[0]: (row[1], row[2], row[3], row[4]) for row in (s.execute(
+            select(Mailbox.id, Mailbox.status, Mailbox.kind, Mailbox.used_bytes,
+                   Mailbox.quota_bytes).where(Mailbox.id.in_(ids)))
         ).all()} if ids else {}
         folders = self._folders(s, {(c.mailbox_id, c.folder)
-                                          for job in batch for c in job.copies})
+                                    for job in batch for c in job.copies})
+        used_now = {mid: box[2] for mid, box in boxes.items()}
         for job in batch:
             for c in job.copies:
                 if c.mailbox_id not in boxes:
@@ -287,6 +315,11 @@ class GroupCommitter:
                     raise MailboxClosed("recipient mailbox is closed")
                 if (c.mailbox_id, c.folder) not in folders:
                     raise NotFound(f"no folder {c.folder!r}")
+                used_now[c.mailbox_id] += c.size
+                if job.enforce_quota and used_now[c.mailbox_id] > boxes[c.mailbox_id][3]:
+                    # Only APPEND and copies are held to the quota: mail from professionals is
+                    # never refused for space (a health document must not be lost).
+                    raise QuotaExceeded("mailbox quota exceeded")
         # UIDs: one UPDATE … RETURNING per folder, for all of its new messages.
         per_folder: dict[int, int] = {}
         per_box: dict[int, tuple[int, int]] = {}
@@ -329,7 +362,8 @@ class GroupCommitter:
             modseq = next_modseq[c.mailbox_id]
             next_modseq[c.mailbox_id] += 1
             messages.append({"mailbox_id": c.mailbox_id, "folder_id": fid, "uid": uid,
-                             "content_id": content_id, "flags": "", "internal_date": now,
+                             "content_id": content_id, "flags": job.flags,
+                             "internal_date": job.internal_date or now,
                              "size": c.size, "modseq": modseq})
             results[i].local.append(DeliveredCopy(c.mailbox_id, c.folder, uid, validity))
             if job.sender:
@@ -345,7 +379,7 @@ class GroupCommitter:
                                    "attempts": 0, "created_at": now,
                                    "next_attempt_at": now}))
             entries.append(audit.Entry(
-                "message.deliver",
+                job.action,
                 actor=store.actor_hash(job.sender) if job.sender else job.actor,
                 mailbox_id=c.mailbox_id,
                 details={"uid": uid, "folder": c.folder, "size": c.size,

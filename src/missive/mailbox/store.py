@@ -48,8 +48,12 @@ from missive.mailbox.delivery import (
     DeliveryResult,
     GroupCommitter,
     MailboxClosed,
+    QuotaExceeded,
     RemoteRecipient,
     StoreError,
+    meta_of,
+    new_job,
+    seal_copy,
 )
 from missive.mailbox.events import ChangeBus
 from missive.mailbox.keystore import KeyStore, new_ref
@@ -77,12 +81,6 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Archive", "\\Archive"),
     ("Trash", "\\Trash"),
 )
-_BODY = BODY
-_META = META
-
-
-class QuotaExceeded(StoreError):
-    pass
 
 
 # --- value objects ------------------------------------------------------------------------------
@@ -364,40 +362,6 @@ class MailboxStore:
                 Conversation.thread_hash == self.thread_hash(thread_root),
                 Conversation.closed_at.is_not(None))))).scalar_one())
 
-    async def _seal_into(
-        self, s: AsyncSession, box: Mailbox, folder_name: str, raw: bytes, meta: bytes,
-        flags: Iterable[str], internal_date: datetime,
-    ) -> tuple[Folder, int, int]:
-        """Seal ``raw`` for ``box`` and file it in ``folder_name``; returns (folder, uid, id)."""
-        if box.status != "active":
-            raise MailboxClosed("recipient mailbox is closed")
-        size = len(raw)
-        public = crypto.PublicKey(box.suite, box.public_key)
-        data_key = crypto.new_data_key()
-        sealed = crypto.seal_data_key(public, data_key)
-        content = Content(mailbox_id=box.id, suite=sealed.suite, sealed_key=sealed.blob,
-                          meta=crypto.encrypt(data_key, meta, _META),
-                          body=crypto.encrypt(data_key, raw, _BODY), size=size)
-        s.add(content)
-        folder = (await s.execute(select(Folder).where(
-            Folder.mailbox_id == box.id, Folder.name == folder_name))).scalar_one_or_none()
-        if folder is None:
-            raise NotFound(f"no folder {folder_name!r}")
-        uid = (await s.execute(update(Folder).where(Folder.id == folder.id)
-                               .values(uidnext=Folder.uidnext + 1)
-                               .returning(Folder.uidnext))).scalar_one() - 1
-        modseq = (await s.execute(update(Mailbox).where(Mailbox.id == box.id)
-                                  .values(highest_modseq=Mailbox.highest_modseq + 1,
-                                          used_bytes=Mailbox.used_bytes + size)
-                                  .returning(Mailbox.highest_modseq))).scalar_one()
-        await s.flush()
-        msg = Message(mailbox_id=box.id, folder_id=folder.id, uid=uid, content_id=content.id,
-                      flags=_flags_text(flags), internal_date=internal_date, size=size,
-                      modseq=modseq)
-        s.add(msg)
-        await s.flush()
-        return folder, uid, msg.id
-
     async def relay_open_session(self) -> MailboxSession:
         """The relay worker's session on the system relay mailbox (needs the master key)."""
         async with self.db.read() as s:
@@ -588,7 +552,7 @@ class MailboxSession:
                 Content, Content.id == Message.content_id).where(
                 Message.folder_id == f.id, Message.uid.in_(list(uids))))).all()
             keys = await self._data_keys(s, [r[1] for r in rows])
-        return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta, _META)))
+        return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta, META)))
                 for uid, cid, meta in rows}
 
     async def fetch(self, name: str, uid: int) -> bytes:
@@ -609,7 +573,7 @@ class MailboxSession:
                     Message.uid.in_(list(uids[start:start + 200]))))).all()
                 keys = await self._data_keys(s, [r[1] for r in rows])
                 for uid, cid, body in rows:
-                    out[uid] = crypto.decrypt(keys[cid], body, _BODY)
+                    out[uid] = crypto.decrypt(keys[cid], body, BODY)
         return out
 
     # --- the outbound relay queue (system relay mailbox only) ---------------------------------
@@ -624,7 +588,7 @@ class MailboxSession:
         envelope = json.loads(crypto.decrypt(key, row.envelope, ENVELOPE))
         if not isinstance(envelope, dict):
             raise crypto.CryptoError("relay envelope is not a JSON object")
-        return envelope, crypto.decrypt(key, row.body, _BODY)
+        return envelope, crypto.decrypt(key, row.body, BODY)
 
     def reseal_relay_envelope(self, row: RelayQueue, envelope: dict[str, object]) -> bytes:
         """A new sealed ``envelope`` for ``row`` under its own data key (e.g. fewer recipients
@@ -634,21 +598,19 @@ class MailboxSession:
 
     async def append(self, name: str, raw: bytes, flags: Iterable[str] = (),
                      internal_date: datetime | None = None) -> tuple[int, int]:
-        """Seal and file a message (IMAP APPEND, Sent copies); returns (uidvalidity, uid)."""
-        meta = json.dumps(summarize(raw).to_dict(), ensure_ascii=False).encode()
-        async with self.db.write() as s:
-            box = await s.get(Mailbox, self.mailbox_id)
-            assert box is not None  # noqa: S101 - opened sessions have a mailbox
-            if box.used_bytes + len(raw) > box.quota_bytes:
-                raise QuotaExceeded("mailbox quota exceeded")
-            folder, uid, _ = await self.store._seal_into(
-                s, box, name if name.upper() != "INBOX" else "INBOX", raw, meta, flags,
-                internal_date or utcnow())
-            await audit.append(s, "message.append", mailbox_id=self.mailbox_id,
-                               details={"uid": uid, "size": len(raw)})
-            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
-        self.store.events.publish(self.mailbox_id)
-        return folder.uidvalidity, uid
+        """Seal and file a message (IMAP APPEND, Sent copies); returns (uidvalidity, uid).
+
+        Goes through the same group-commit writer as deliveries, held to the quota.
+        """
+        folder = "INBOX" if name.upper() == "INBOX" else name
+        summary = summarize(raw)
+        copy = seal_copy(self._public, self.mailbox_id, folder, raw, meta_of(summary))
+        job = new_job(sender="", source="append", actor=None, summary=summary, copies=[copy],
+                      size=len(raw), notify=False, flags=_flags_text(flags),
+                      internal_date=internal_date, enforce_quota=True, action="message.append")
+        result = await self.store.committer.submit(job)
+        stored = result.local[0]
+        return stored.uidvalidity, stored.uid
 
     async def store_flags(self, name: str, uids: Sequence[int], flags: Iterable[str],
                           mode: FlagMode) -> list[MessageInfo]:

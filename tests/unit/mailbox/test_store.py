@@ -132,3 +132,25 @@ async def test_remote_recipients_are_queued_sealed(core: Any) -> None:
     assert result.relayed == ["dr.who@other.example"]
     relay = await core.store.relay_open_session()
     assert relay.kind == "system"
+
+
+async def test_append_keeps_flags_and_date_and_enforces_quota(core: Any) -> None:
+    from datetime import UTC, datetime
+
+    from missive.mailbox.store import QuotaExceeded
+
+    async with core.db.write() as s:
+        mid = int(await core.store.create_mailbox(s, kind="professional", quota=len(RAW) * 2))
+    session = await core.store.open(mid)
+    when = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    validity, uid = await session.append("Sent", RAW, {"\\Seen", "$Label1"}, when)
+    assert validity == (await session.folder("Sent")).uidvalidity
+    (info,) = await session.messages("Sent", [uid])
+    assert info.flags == {"\\Seen", "$Label1"} and info.internal_date == when
+    await session.append("Drafts", RAW)
+    with pytest.raises(QuotaExceeded):
+        await session.append("Drafts", RAW)
+    # Deliveries from professionals are never refused for quota (a document is never lost).
+    d = core.store.delivery(sender="x@y", source="test")
+    d.add_local(mid)
+    assert (await d.commit(RAW)).local
