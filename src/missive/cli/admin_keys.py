@@ -28,7 +28,9 @@ async def rotate(args: argparse.Namespace) -> int:
         raise common.CommandError(str(exc)) from None
     try:
         require_file_key(core.keys, settings.store.master_key is not None)
-        result = await rotate_master_key(core.db, core.keys, settings.master_key_path)
+        assert core.keystore is not None  # noqa: S101 - built with the master key
+        result = await rotate_master_key(core.db, core.keystore, core.keys,
+                                         settings.master_key_path)
     except MissiveError as exc:
         raise common.CommandError(f"rotation failed, nothing changed: {exc}") from None
     finally:

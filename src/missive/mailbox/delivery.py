@@ -33,6 +33,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
@@ -446,7 +447,7 @@ def _unique(rows: list[dict[str, object]], keys: tuple[str, ...]) -> list[dict[s
     return out
 
 
-def _insert_ignore(s: Session, table: type, keys: list[str]) -> object:
+def _insert_ignore(s: Session, table: type, keys: list[str]) -> Executable:
     """INSERT … ON CONFLICT DO NOTHING for SQLite and PostgreSQL (executemany-able)."""
     dialect = s.bind.dialect.name if s.bind is not None else "sqlite"
     module = pg_dialect if dialect == "postgresql" else sqlite_dialect
