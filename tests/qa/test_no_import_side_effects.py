@@ -118,8 +118,9 @@ print(json.dumps({"walked": walked, "report": report, "walk_errors": walk_errors
 #: Loaded by Alembic from their paths, never imported as modules of the package.
 NOT_MODULES = (PACKAGE / "db" / "migrations",)
 NO_INIT_REASON = (
-    "src/missive/webmail/ has no __init__.py: pkgutil (and setuptools' find_packages, so any "
-    "wheel or sdist) skips missive.webmail and missive.webmail.routes"
+    "src/missive/webmail/ has no __init__.py, so missive.webmail is a namespace package that "
+    "pkgutil.walk_packages skips (with missive.webmail.routes and every webmail module); "
+    "the other components are regular packages"
 )
 
 
