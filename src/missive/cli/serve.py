@@ -51,6 +51,9 @@ async def run_server(settings: object, only: list[str] | None,
         raise common.CommandError(str(exc)) from None
     try:
         await upgrade(core.db)
+        if core.keystore is not None:
+            # Keys of mailboxes closed while a crash interrupted the shredding (C3).
+            await core.store.collect_keys()
 
         def ready(ports: dict[str, int]) -> None:
             _print_ports(ports, settings.mta.bind)

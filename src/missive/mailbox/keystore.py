@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import LargeBinary, MetaData, String, delete, insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from missive.db.base import UTCDateTime, utcnow
 from missive.db.engine import Database
 from missive.errors import KeyStoreUnavailable
 from missive.mailbox import crypto
@@ -40,6 +42,7 @@ class MailboxKek(_KeyBase):
     __tablename__ = "mailbox_kek"
 
     ref: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     master_key_id: Mapped[str] = mapped_column(String(32))
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -78,7 +81,7 @@ class KeyStore:
         """A new KEK and its wrapped row, not yet stored (see :meth:`save`)."""
         master = self.keys.master()
         kek = crypto.new_data_key()
-        return kek, {"ref": ref, "master_key_id": master.key_id,
+        return kek, {"ref": ref, "master_key_id": master.key_id, "created_at": utcnow(),
                      "wrapped": crypto.wrap_secret(master, kek, ref.encode())}
 
     async def save(self, rows: list[dict[str, object]]) -> None:
@@ -115,13 +118,20 @@ class KeyStore:
                 MailboxKek.master_key_id == key_id).limit(1))).scalar()
         return found is not None
 
-    async def refs(self) -> set[str]:
+    async def refs(self, *, older_than: timedelta = timedelta(0)) -> set[str]:
+        cutoff = utcnow() - older_than
         async with self.db.read() as s:
-            return set((await s.execute(select(MailboxKek.ref))).scalars())
+            return set((await s.execute(select(MailboxKek.ref).where(
+                MailboxKek.created_at <= cutoff))).scalars())
 
-    async def collect(self, live_refs: set[str]) -> int:
-        """Delete KEKs no live mailbox names (closed, or never committed)."""
-        dead = (await self.refs()) - live_refs
+    async def collect(self, live_refs: set[str], *,
+                      older_than: timedelta = timedelta(hours=1)) -> int:
+        """Delete KEKs no live mailbox names (closed, or never committed).
+
+        Only KEKs older than ``older_than``: a young one may belong to a mailbox whose creating
+        transaction, on this node or another, has not committed yet.
+        """
+        dead = (await self.refs(older_than=older_than)) - live_refs
         for ref in dead:
             await self.destroy(ref)
         return len(dead)

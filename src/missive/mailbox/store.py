@@ -27,7 +27,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import delete, exists, func, select, update
@@ -304,12 +304,12 @@ class MailboxStore:
             AFTER_COMMIT, [])
         pending.append(action)
 
-    async def collect_keys(self) -> int:
+    async def collect_keys(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
         """Destroy KEKs of closed or never-created mailboxes (a crash between the two stores)."""
         async with self.db.read() as s:
             live = set((await s.execute(select(Mailbox.key_ref).where(
                 Mailbox.key_ref.is_not(None)))).scalars())
-        return await self.keystore.collect({r for r in live if r})
+        return await self.keystore.collect({r for r in live if r}, older_than=older_than)
 
     async def open(self, mailbox_id: int) -> MailboxSession:
         """Unwrap the mailbox private key for a session (C6). Needs the master key."""

@@ -154,3 +154,26 @@ async def test_append_keeps_flags_and_date_and_enforces_quota(core: Any) -> None
     d = core.store.delivery(sender="x@y", source="test")
     d.add_local(mid)
     assert (await d.commit(RAW)).local
+
+
+async def test_collect_keys_finishes_an_interrupted_shredding(core: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from missive.errors import KeyStoreUnavailable
+    from missive.mailbox.models import Mailbox
+
+    keep = await _mailbox(core)
+    doomed = await _mailbox(core)
+    async with core.db.read() as s:
+        ref = (await s.get(Mailbox, doomed)).key_ref
+    # A crash after the closing transaction but before the key store was told.
+    async with core.db.write() as s:
+        await s.execute(update(Mailbox).where(Mailbox.id == doomed).values(
+            key_ref=None, wrapped_private_key=None, status="closed"))
+    assert await core.store.collect_keys() == 0  # young keys are left alone (other nodes)
+    assert await core.store.collect_keys(older_than=timedelta(0)) == 1
+    with pytest.raises(KeyStoreUnavailable):
+        await core.keystore.get(ref)
+    assert (await core.store.open(keep)).mailbox_id == keep
