@@ -257,7 +257,8 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     async with core.db.write() as s:
         issued = await codes.issue_code(s, core.settings, patient.id, "activation")
 
-    context = await browser.new_context(java_script_enabled=False, accept_downloads=True)
+    context = await browser.new_context(java_script_enabled=False, accept_downloads=True,
+                                        locale="fr-FR")
     page = await context.new_page()
     # Activation and password.
     await page.goto(live.url + "/activation")
@@ -352,8 +353,10 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     pages = ["/boite/reception", f"/boite/reception/{xdm_uid}", "/boite/archives",
              "/boite/corbeille", "/boite/envoyes", "/boite/envoyes/1",
              f"/boite/reception/{xdm_uid}/repondre", "/recherche", "/parametres", "/journal",
-             "/proches", "/export", "/fermer-mon-compte"]
+             "/proches", "/export", "/parametres/application", "/fermer-mon-compte"]
     await _check_pages(browser, live, pages, logged_in=True)
+    await _check_pages(browser, live, ["/boite/reception", f"/boite/reception/{xdm_uid}"],
+                       logged_in=True, identifier="julie@example.org", prefix="proche-")
 
     await page.goto(live.url + "/proches")
     await submit(page, "Retirer l'accès de Julie Dupont")
@@ -372,14 +375,16 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     await context.close()
 
 
-async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in: bool) -> None:
+async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in: bool,
+                       identifier: str | None = None, prefix: str = "") -> None:
     out = artefacts()
     for label, viewport, scale in (("360px", {"width": 360, "height": 740}, 1),
                                    ("zoom200", {"width": 640, "height": 400}, 2)):
-        context = await browser.new_context(viewport=viewport, device_scale_factor=scale)
+        context = await browser.new_context(viewport=viewport, device_scale_factor=scale,
+                                            locale="fr-FR")
         page = await context.new_page()
         if logged_in:
-            await browser_login(page, live, ins_number(40))
+            await browser_login(page, live, identifier or ins_number(40))
         for path in paths:
             response = await page.goto(live.url + path)
             assert response is not None and response.status == 200, path
@@ -390,7 +395,7 @@ async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in:
                 assert not bad, (path, [(v["id"], v["help"]) for v in bad])
             overflow = await page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth")
-            name = re.sub(r"[^a-z0-9]+", "-", path.strip("/")) or "racine"
+            name = prefix + (re.sub(r"[^a-z0-9]+", "-", path.strip("/")) or "racine")
             await page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
             assert overflow <= 0, f"{path} scrolls horizontally by {overflow}px at {label}"
         await context.close()
