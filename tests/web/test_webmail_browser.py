@@ -345,7 +345,7 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     await carer.get_by_role("link", name=re.compile("Dossier de sortie")).click()
     assert "Lettre de liaison" in await carer.content()
     await page.goto(live.url + "/journal")
-    assert "accès délégué" in await page.content()
+    assert "Julie Dupont (proche" in await page.content()
 
     # Accessibility and layout of every page, while the account is open.
     public = ["/connexion", "/activation", "/mot-de-passe-oublie"]

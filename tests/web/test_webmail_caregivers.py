@@ -71,7 +71,8 @@ async def test_grant_accept_read_reply_journal_revoke(
         assert sent.status_code == 303
 
         journal = html.unescape((await client.get("/journal")).text)
-        assert "accès délégué" in journal and "Lecture d'un message" in journal
+        assert "Julie Dupont (proche, accès n°" in journal
+        assert "Lecture d'un message : « Bilan sanguin »" in journal
         listing = await client.get("/proches")
         assert "Julie Dupont" in listing.text
         delegate_id = re.search(r'/proches/(\d+)/retirer', listing.text).group(1)  # type: ignore[union-attr]

@@ -181,7 +181,7 @@ async def test_caregiver_reads_is_journaled_and_revocation_is_immediate(
     async with await new_client(wcore, otp) as owner:
         await login(owner, otp, ins_number(26))
         journal = html.unescape((await owner.get("/journal")).text)
-        assert f"accès délégué n° {delegation_id}" in journal
+        assert f"Julie Dupont (proche, accès n° {delegation_id})" in journal
         # The caregiver's read did not mark the message as read for the patient.
         assert "Non lu" in (await owner.get("/boite/reception")).text
     async with wcore.db.write() as s:

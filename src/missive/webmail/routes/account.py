@@ -16,13 +16,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from missive.audit import log as audit
+from missive.directory.delegates import list_delegates
 from missive.directory.errors import InvalidField
 from missive.directory.models import Patient
 from missive.directory.passwords import verify_password
 from missive.directory.patients import set_patient_status, update_patient_contact
 from missive.errors import NotFound
 from missive.webmail.app import page
-from missive.webmail.deps import Viewer, ViewerDep, WebDep
+from missive.webmail.deps import Viewer, ViewerDep, WebDep, opened_mailbox
 from missive.webmail.routes.auth import clear_cookie
 from missive.webmail.routes.mailbox import base_context, french_date
 
@@ -119,14 +120,34 @@ async def settings_save(request: Request, web: WebDep, who: ViewerDep, phone: Fi
 
 @router.get("/journal")
 async def journal(request: Request, web: WebDep, who: ViewerDep) -> Response:
+    """Who did what on the mailbox, newest first, in words: the caregivers by name, and the
+    message concerned by its subject when it is still where it was (UIDs are never reused in a
+    folder, RFC 3501 §2.3.1.1, so a (folder, UID) pair names one message or none)."""
     patient = _owner(who)
     async with web.core.db.read() as s:
         entries = await audit.entries_for_mailbox(s, patient.mailbox_id, limit=200)
+        delegations = await list_delegates(s, patient_ins=patient.matricule,
+                                           include_revoked=True)
+    carers = {str(v.delegate.id): v.to_dict()["name"] or "un proche" for v in delegations}
+    details = [json.loads(e.details or "{}") for e in entries]
+    wanted: dict[str, set[int]] = {}
+    for d in details:
+        if isinstance(d.get("folder"), str) and isinstance(d.get("uid"), int):
+            wanted.setdefault(d["folder"], set()).add(d["uid"])
+    subjects: dict[tuple[str, int], str] = {}
+    if wanted:
+        box = await opened_mailbox(web, who)
+        known = {f.name for f in await box.folders()}
+        for folder, uids in wanted.items():
+            if folder in known:
+                for uid, summary in (await box.summaries(folder, sorted(uids))).items():
+                    subjects[(folder, uid)] = summary.subject or "(sans objet)"
     rows = []
-    for e in entries:
+    for e, d in zip(entries, details, strict=True):
         actor = e.actor or ""
         if actor.startswith("delegate:"):
-            who_text = "Un proche (accès délégué n° " + actor.split(":", 1)[1] + ")"
+            number = actor.split(":", 1)[1]
+            who_text = f"{carers.get(number, 'Un proche')} (proche, accès n° {number})"
         elif actor == f"patient:{patient.id}":
             who_text = "Vous"
         elif actor.startswith("h:"):
@@ -135,10 +156,10 @@ async def journal(request: Request, web: WebDep, who: ViewerDep) -> Response:
             who_text = "L'opérateur"
         else:
             who_text = "Le système" if not actor else "Autre"
-        details = json.loads(e.details or "{}")
+        subject = subjects.get((d.get("folder"), d.get("uid")))
         rows.append({"date": french_date(e.ts), "action": JOURNAL_LABELS.get(
-            e.action, "Autre opération"), "who": who_text,
-            "failed": e.outcome != "ok", "uid": details.get("uid")})
+            e.action, "Autre opération"), "who": who_text, "failed": e.outcome != "ok",
+            "subject": subject})
     return page(request, "journal.html", {**base_context(who, "journal"), "rows": rows})
 
 
