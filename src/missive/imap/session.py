@@ -179,6 +179,7 @@ class Session:
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._cache_bytes = 0
         self._meta: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        self._last_miss: int | None = None
         self._reads: dict[int, list[int]] = {}
         self._audit_task: asyncio.Future[None] | None = None
 
@@ -862,12 +863,15 @@ class Session:
 
         Clients that synchronise (mbsync, offlineimap, Thunderbird) fetch bodies one or a few
         at a time in UID order; each store round trip costs far more than decrypting, so a
-        miss also reads the next :data:`READ_AHEAD` messages of the view in the same query.
+        sequential miss also reads the next :data:`READ_AHEAD` messages of the view in the
+        same query.
         The cache holds at most :data:`BODY_CACHE_BYTES` per session, in memory only (C6), and
         is keyed by UIDVALIDITY and UID, whose content never changes (RFC 3501 §2.3.1.1).
         """
         cache = self._cache
         out: dict[int, bytes] = {}
+        if not uids:
+            return out
         missing: list[int] = []
         for uid in uids:
             raw = cache.get((view.uidvalidity, uid))
@@ -879,11 +883,16 @@ class Session:
         if not missing:
             return out
         wanted = list(missing)
-        if len(missing) < READ_AHEAD:
+        # Read ahead only for a sequential reader (this miss follows the previous one), so a
+        # client jumping around the mailbox does not pay for messages it never asks for.
+        sequential = self._last_miss is not None and bisect.bisect_right(
+            view.uids, self._last_miss) == bisect.bisect_left(view.uids, missing[0])
+        if sequential and len(missing) < READ_AHEAD:
             i = bisect.bisect_right(view.uids, missing[-1])
             for uid in view.uids[i:i + READ_AHEAD - len(missing)]:
                 if (view.uidvalidity, uid) not in cache:
                     wanted.append(uid)
+        self._last_miss = max(wanted)
         got = await self._mbox().fetch_many(view.name, wanted)
         for uid, raw in got.items():
             if uid in missing:
