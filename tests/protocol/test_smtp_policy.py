@@ -332,3 +332,36 @@ async def test_received_header_with_tls_and_mss_headers_kept(env: SmtpEnv) -> No
     assert head.startswith(b"Received: from client.test ([127.0.0.1])")
     assert b"with ESMTPSA" in head and b"tls TLS_" in head and b"(TLSv1." in head
     assert b"X-MSS-CODECDA: 11488-4" in head and b"X-MSS-INS: O" in head
+
+
+async def test_notify_success_local_delivery_sends_delivered_dsn(env: SmtpEnv) -> None:
+    marker = email.utils.make_msgid(domain="dsn.test")
+
+    def run() -> tuple[int, str]:
+        c = env.login()
+        try:
+            return send(c, env.pro, [env.pro2], message(env.pro, env.pro2, message_id=marker),
+                        mail_options=("ENVID=env42",), rcpt_options=("NOTIFY=SUCCESS",))
+        finally:
+            c.close()
+
+    before = await env.mailbox_count(env.pro)
+    assert (await asyncio.to_thread(run))[0] == 250
+    for _ in range(100):
+        if await env.mailbox_count(env.pro) > before:
+            break
+        await asyncio.sleep(0.05)
+    reports = [m for m in await env.fetch_all(env.pro) if b"Original-Envelope-Id: env42" in m]
+    assert len(reports) == 1
+    assert b"Action: delivered" in reports[0] and b"Status: 2.0.0" in reports[0]
+    assert b"Final-Recipient: rfc822;" in reports[0] and env.pro2.encode() in reports[0]
+
+
+async def test_encoded_display_name_spoofing_550(env: SmtpEnv) -> None:
+    import email.header
+
+    name = email.header.Header(f"{env.pro2}", "utf-8").encode()
+    data = message(env.pro, env.pro2).replace(b"From: Dr Test", f"From: {name}".encode(), 1)
+    code, text = await submit(env, [env.pro2], data)
+    # decoded, the name shows another address: refused (as spoofing or as a foreign From)
+    assert code == 550 and text.startswith("5.7.1 The "), text

@@ -18,6 +18,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import asyncio
 import email.header
 import email.parser
 import email.policy
@@ -25,6 +26,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -36,7 +38,7 @@ from missive.config import Settings
 from missive.directory.recipients import RecipientInfo, resolve_recipient
 from missive.errors import PolicyRefusal
 from missive.mime.summary import MessageSummary, summarize
-from missive.mta import codes
+from missive.mta import codes, dsn
 from missive.mta.framing import BareLineEnding, has_bare_line_ending
 from missive.mta.limits import Limits
 from missive.mta.received import received_header
@@ -114,10 +116,15 @@ class BaseHandler:
 
     def __init__(self, ctx: FrontContext) -> None:
         self.ctx = ctx
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
+
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """Success DSNs still being written (awaited by :meth:`SmtpFront.stop`)."""
+        return list(self._background)
 
     # --- EHLO ------------------------------------------------------------------------------
 
@@ -233,7 +240,46 @@ class BaseHandler:
         log.info("smtp: message accepted", extra={
             "session": session.id, "queue_id": queue_id, "listener": session.listener,
             "size": len(raw), "recipients": len(rcpts)})
+        delivered = [p for p in envelope.plans
+                     if p.kind != "remote" and "SUCCESS" in p.dsn.notify]
+        if delivered and sender not in ("", "<>"):
+            task = asyncio.create_task(self._success_dsn(
+                sender, delivered, trace + raw, envelope.dsn.ret, envelope.dsn.envid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return codes.accepted(queue_id)
+
+    async def _success_dsn(self, sender: str, delivered: list[RecipientPlan], raw: bytes,
+                           ret: str | None, envid: str | None) -> None:
+        """RFC 3461 §5.2.2: a "delivered" DSN for recipients that asked NOTIFY=SUCCESS.
+
+        Sent after the 250 (the message itself is already durable), to the sender's local
+        mailbox or, for a sender of another trust-space operator, through the relay queue
+        (null reverse path, so it can never cause another report). Best effort: a failure is
+        logged; the original delivery is not affected.
+        """
+        settings = self.settings
+        try:
+            now = datetime.now(UTC)
+            reports = [dsn.RecipientReport(address=p.address, action="delivered",
+                                           status="2.0.0", orcpt=p.dsn.orcpt,
+                                           last_attempt=now) for p in delivered]
+            report = dsn.build_dsn(reports, original=raw, to=sender,
+                                   reporting_mta=settings.mta.hostname,
+                                   postmaster=f"mailer-daemon@{settings.domain}", now=now,
+                                   ret=ret, envid=envid, arrival=now)
+            async with self.ctx.core.db.read() as s:
+                info = await resolve_recipient(s, sender, settings)
+            delivery = self.ctx.core.store.delivery(sender="", source="dsn", actor="smtp")
+            if info.local and info.mailbox_id is not None:
+                delivery.add_local(info.mailbox_id)
+            elif info.kind == "remote":
+                delivery.add_remote(info.address, notify=["NEVER"])
+            else:
+                return
+            await delivery.commit(report)
+        except Exception:
+            log.exception("smtp: could not send a success DSN")
 
 
 def rcpt_limit_reached(envelope: SmtpEnvelope, limit: int) -> bool:

@@ -77,8 +77,12 @@ class SmtpFront:
     servers: dict[str, asyncio.AbstractServer]
     ports: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    handlers: list[BaseHandler] = field(default_factory=list)
 
     async def stop(self) -> None:
+        pending = [t for h in self.handlers for t in h.background_tasks()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -170,7 +174,7 @@ async def start(core: Core) -> SmtpFront:
     mx = MxHandler(ctx)
     loop = asyncio.get_running_loop()
     servers: dict[str, asyncio.AbstractServer] = {}
-    front = SmtpFront(ctx=ctx, servers=servers)
+    front = SmtpFront(ctx=ctx, servers=servers, handlers=[submission, mx])
     plan = [
         ("submission", mta.submission_port, submission, submission_tls, False, True),
         ("submission_tls", mta.submission_tls_port, submission, submission_tls, True, True),
