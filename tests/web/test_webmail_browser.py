@@ -208,15 +208,12 @@ async def imap_inbox_subjects(live: Live, login: str) -> list[str]:
     import imaplib
     import ssl
 
-    from missive.certs import ca
     from missive.certs.files import CertsLayout
     from missive.imap.server import start as start_imap
 
     settings = live.core.settings
     settings.imap = settings.imap.model_copy(update={"port": 0, "tls_port": 0,
                                                      "auth_failure_delay": 0})
-    ca.init_ca(settings)
-    ca.issue_server(settings, ["localhost"], ["127.0.0.1"])
     front = await start_imap(live.core)
     try:
         ctx = ssl.create_default_context(cafile=str(CertsLayout.of(settings).ca_cert))
@@ -240,17 +237,54 @@ async def imap_inbox_subjects(live: Live, login: str) -> list[str]:
         await front.stop()
 
 
+async def submit_over_smtp(live: Live, sender: str, recipient: str, raw: bytes) -> None:
+    """Submission with implicit TLS and AUTH, as a professional's mail client does."""
+    import asyncio
+    import smtplib
+    import ssl
+
+    from missive.certs.files import CertsLayout
+    from missive.mta.server import start as start_smtp
+
+    settings = live.core.settings
+    settings.mta = settings.mta.model_copy(update={
+        "submission_port": 0, "submission_tls_port": 0, "mx_port": 0})
+    front = await start_smtp(live.core)
+    try:
+        ctx = ssl.create_default_context(cafile=str(CertsLayout.of(settings).ca_cert))
+
+        def send() -> None:
+            with smtplib.SMTP_SSL("localhost", front.ports["smtp_submission_tls"],
+                                  context=ctx, timeout=20) as client:
+                client.login(sender, PRO_PASSWORD)
+                # RFC 5321 §2.3.8: CRLF line ends (a bare LF is refused, P12).
+                client.sendmail(sender, [recipient],
+                                raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+        await asyncio.to_thread(send)
+    finally:
+        await front.stop()
+
+
 async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_layout(
         live: Live, browser: Any) -> None:
     import io
     import zipfile
 
+    from missive.certs import ca
+
     core = live.core
+    ca.init_ca(core.settings)
+    ca.issue_server(core.settings, ["localhost"], ["127.0.0.1"])
     patient = await make_patient(core, 40, status="pending", password=None)
     pro = await make_pro(core, 40, "Marie Curie", "Radiologue", password=PRO_PASSWORD)
-    uid = await deliver(core, pro.address, patient, message(
-        pro.address, "p@x", "Résultats du scanner", "Bonjour,\nvoici le compte rendu.",
+    address = f"{ins_number(40).lower()}@{core.settings.patient_domain}"
+    # The first message comes over SMTP submission, while the account is still pending (P5:
+    # accepted and kept until activation).
+    await submit_over_smtp(live, pro.address, address, message(
+        pro.address, address, "Résultats du scanner", "Bonjour,\nvoici le compte rendu.",
         attachments=[("compte-rendu.pdf", "application/pdf", PDF)]))
+    uid = 1
     xdm_uid = await deliver(core, pro.address, patient, message(
         pro.address, "p@x", "Dossier de sortie",
         attachments=[("IHE_XDM.ZIP", "application/zip", xdm_zip())]))
