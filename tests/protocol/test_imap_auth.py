@@ -24,7 +24,6 @@ PASSWORD = "s3cret-pass"
 async def front(settings: Any, tmp_path: Path) -> Any:
     from missive.certs import ca
     from missive.certs.files import CertsLayout
-    from missive.certs.tls import server_context
     from missive.db.schema import create_schema
     from missive.directory import professionals as pros
     from missive.imap.server import start
@@ -32,6 +31,8 @@ async def front(settings: Any, tmp_path: Path) -> Any:
 
     settings.imap = settings.imap.model_copy(update={"port": 0, "tls_port": 0,
                                                      "auth_failure_delay": 0})
+    # Re-read certificate files at every handshake, so a revocation is seen at once.
+    settings.certs = settings.certs.model_copy(update={"reload_seconds": 0})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ca.init_ca(settings)
     ca.issue_server(settings, ["localhost"], ["127.0.0.1"])
@@ -44,17 +45,17 @@ async def front(settings: Any, tmp_path: Path) -> Any:
         pro = await pros.add_professional(s, core.store, settings, actor="admin",
                                           password=PASSWORD, rpps=RPPS, name="Marie Curie",
                                           profession="Médecin", address=ADDRESS)
-    imap = await start(core, ssl_context=server_context(settings, client_auth="optional"))
+    imap = await start(core)  # production path: TLS from missive.certs, directory logins
     cafile = str(CertsLayout.of(settings).ca_cert)
     try:
-        yield core, imap, cafile, pem, pro.mailbox_id
+        yield core, imap, cafile, pem, pro.mailbox_id, settings, info.serial
     finally:
         await imap.stop()
         await core.close()
 
 
 async def test_directory_password_login_and_audit(front: Any) -> None:
-    core, imap, cafile, _pem, mailbox_id = front
+    core, imap, cafile, _pem, mailbox_id, _settings, _serial = front
     ctx = ssl.create_default_context(cafile=cafile)
 
     def scenario() -> None:
@@ -76,7 +77,7 @@ async def test_directory_password_login_and_audit(front: Any) -> None:
 
 
 async def test_external_with_a_professional_certificate(front: Any) -> None:
-    _core, imap, cafile, pem, _mailbox_id = front
+    _core, imap, cafile, pem, _mailbox_id, _settings, _serial = front
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.load_cert_chain(str(pem))
 
@@ -94,5 +95,25 @@ async def test_external_with_a_professional_certificate(front: Any) -> None:
         c.send(f"x AUTHENTICATE EXTERNAL {token}\r\n".encode())
         assert c.readline().startswith(b"x NO [AUTHENTICATIONFAILED]")
         c.logout()
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_revoked_certificate_cannot_authenticate(front: Any) -> None:
+    from missive.certs import ca
+
+    _core, imap, cafile, pem, _mailbox_id, settings, serial = front
+    ca.revoke(settings, serial, "keyCompromise")
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.load_cert_chain(str(pem))
+
+    def scenario() -> None:
+        try:
+            c = imaplib.IMAP4_SSL("localhost", imap.ports["imaps"], ssl_context=ctx, timeout=10)
+            c.send(b"x AUTHENTICATE EXTERNAL =\r\n")
+            reply = c.readline()
+        except (ssl.SSLError, OSError, imaplib.IMAP4.abort):
+            return  # refused in the TLS handshake (the CRL is loaded into it)
+        assert reply.startswith(b"x NO") or reply == b"", reply
 
     await asyncio.to_thread(scenario)

@@ -35,7 +35,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from missive.imap import parser as p
 from missive.imap.auth import Authenticator, DirectoryAuthenticator, Principal
@@ -109,6 +109,16 @@ class Connection:
         obj = self.writer.get_extra_info("ssl_object")
         if obj is None:
             return None
+        checker = self.server.peer_check
+        if checker is not None:
+            # Revocation after the handshake when the CRL could not be loaded into it.
+            from missive.certs.errors import CertificateRevoked
+
+            try:
+                return checker(obj)
+            except CertificateRevoked:
+                log.warning("imap: client certificate refused after the handshake")
+                return None
         der = obj.getpeercert(binary_form=True)
         return x509.load_der_x509_certificate(der) if der else None
 
@@ -251,6 +261,7 @@ class ImapServer:
     authenticator: Authenticator
     ssl_context: ssl.SSLContext | None
     settings: ImapSettings
+    peer_check: Callable[[Any], x509.Certificate | None] | None = None
     servers: list[asyncio.Server] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     users: Counter[str] = field(default_factory=Counter)
@@ -333,11 +344,13 @@ class ImapFront:
 async def start(core: Core, *, authenticator: Authenticator | None = None,
                 ssl_context: ssl.SSLContext | None = None) -> ImapFront:
     """Start both listeners (registered in :data:`missive.runtime.FRONTS`)."""
+    peer_check = None
     if ssl_context is None:
-        from missive.certs.tls import server_context
+        from missive.certs.tls import server_tls
 
-        ssl_context = server_context(core.settings, client_auth="optional")
+        tls = server_tls(core.settings, client_auth="optional")
+        ssl_context, peer_check = tls.context, tls.check_peer
     server = ImapServer(core, authenticator or DirectoryAuthenticator(core), ssl_context,
-                        core.settings.imap)
+                        core.settings.imap, peer_check=peer_check)
     await server.start()
     return ImapFront(server)
