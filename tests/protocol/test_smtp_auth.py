@@ -59,6 +59,14 @@ async def test_mail_before_auth_is_530(env: SmtpEnv) -> None:
         return reply
 
     assert await asyncio.to_thread(run) == (530, b"5.7.0 Authentication required")
+    from sqlalchemy import select
+
+    from missive.audit.models import AuditEntry
+
+    async with env.admin.db.read() as s:
+        reasons = (await s.execute(select(AuditEntry.reason).where(
+            AuditEntry.action == "smtp.refuse"))).scalars().all()
+    assert "P1: command before AUTH" in reasons
 
 
 @pytest.mark.parametrize("listener", ["submission", "submission_tls"])

@@ -58,6 +58,10 @@ _AUDITED = {
     codes.DATA_LINE_TOO_LONG: ("P12", "line over 1000 octets in the data"),
     codes.COMMAND_TOO_LONG: ("P12", "command line over 512 octets"),
     codes.MESSAGE_TOO_BIG: ("P8", "message over the size limit"),
+    # Refused by aiosmtpd's own checks (require_starttls, auth_required) before any hook.
+    "530 5.7.0 Must issue a STARTTLS command first": ("P1", "command before STARTTLS"),
+    "530 5.7.0 Authentication required": ("P1", "command before AUTH"),
+    codes.AUTH_ENCRYPTION_REQUIRED: ("P1", "AUTH before TLS"),
 }
 
 
