@@ -28,6 +28,7 @@ from missive.errors import NotFound
 from missive.mailbox.store import FolderStatus, MailboxSession, MessageInfo
 from missive.mime.parts import get_part_payload, list_parts
 from missive.mime.summary import MessageSummary
+from missive.policy import closes_conversation
 from missive.webmail import outgoing, render
 from missive.webmail.app import page
 from missive.webmail.deps import Viewer, ViewerDep, Web, WebDep, opened_mailbox
@@ -247,8 +248,7 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
         await audit.append(s, "web.message.read", actor=who.actor, mailbox_id=who.mailbox_id,
                            details={"folder": name, "uid": uid})
     sender, profession = await sender_label(web, summary)
-    closed = summary.mss.get("X-MSS-MES", "").strip().upper() == "FIN" or \
-        summary.subject.strip() == "[FIN]"
+    closed = closes_conversation(summary.subject, summary.mss.get("X-MSS-MES"))
     if not closed and summary.thread_root:
         closed = await web.core.store.conversation_closed(summary.thread_root)
     return page(request, "message.html", {
