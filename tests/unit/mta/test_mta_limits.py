@@ -86,3 +86,17 @@ def test_connection_counter() -> None:
     counter.close("a")
     assert counter.count("a") == 1
     assert counter.open("c") is None
+
+
+def test_directory_cache_expires_and_can_be_disabled() -> None:
+    from missive.mta.limits import TtlCache
+
+    clock = Clock()
+    cache = TtlCache(5.0, clock=clock)
+    cache.put("k", "active")
+    assert cache.get("k") == "active"
+    clock.now += 5.0
+    assert cache.get("k") is None
+    off = TtlCache(0.0, clock=clock)
+    off.put("k", "active")
+    assert off.get("k") is None
