@@ -417,6 +417,9 @@ async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in:
         context = await browser.new_context(viewport=viewport, device_scale_factor=scale,
                                             locale="fr-FR")
         page = await context.new_page()
+        violations: list[str] = []
+        page.on("console", lambda m, out=violations: out.append(m.text)
+                if "Content Security Policy" in m.text or m.type == "error" else None)
         if logged_in:
             await browser_login(page, live, identifier or ins_number(40))
         for path in paths:
@@ -432,6 +435,9 @@ async def _check_pages(browser: Any, live: Live, paths: list[str], *, logged_in:
             name = prefix + (re.sub(r"[^a-z0-9]+", "-", path.strip("/")) or "racine")
             await page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
             assert overflow <= 0, f"{path} scrolls horizontally by {overflow}px at {label}"
+            if logged_in:  # the session warning script is loaded and allowed by the CSP
+                assert await page.evaluate("document.scripts.length") == 1
+        assert violations == [], violations
         await context.close()
 
 

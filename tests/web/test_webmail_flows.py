@@ -328,3 +328,29 @@ async def test_authenticator_app_replaces_sms_codes_with_fallback(
     r = await client.post("/connexion/code", data={"csrf": csrf_of(code_page.text),
                                                    "code": otp.last_code})
     assert r.status_code == 303 and r.headers["location"] == "/boite/reception"
+
+
+async def test_stay_connected_moves_the_idle_deadline_only(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from missive.db.base import utcnow
+    from missive.webmail.models import WebSession
+
+    await make_patient(wcore, 10)
+    await login(client, otp, ins_number(10))
+    inbox = await client.get("/boite/reception")
+    assert 'src="/static/session.js"' in inbox.text and "<script>" not in inbox.text
+    token = re.search(r'name="missive-csrf" content="([^"]+)"', inbox.text).group(1)  # type: ignore[union-attr]
+    soon = utcnow() + timedelta(seconds=30)
+    async with wcore.db.write() as s:
+        await s.execute(update(WebSession).values(idle_expires_at=soon))
+    assert (await client.post("/session/prolonger")).status_code == 403  # no token
+    r = await client.post("/session/prolonger", headers={"X-CSRF-Token": token})
+    assert r.status_code == 204
+    async with wcore.db.read() as s:
+        row = (await s.execute(select(WebSession))).scalars().one()
+    assert row.idle_expires_at > soon + timedelta(minutes=5)
+    assert row.idle_expires_at <= row.expires_at

@@ -1,7 +1,8 @@
 """HTTP security headers and CSRF protection (SPEC §5 security).
 
 - Every response gets a strict Content-Security-Policy (no inline script or style, nothing
-  remote: ``default-src 'none'`` with only same-origin styles, images and forms), frame denial
+  remote: ``default-src 'none'`` with only same-origin scripts — one static file that only
+  enhances, the session warning —, styles, images and forms), frame denial
   (``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``), ``Referrer-Policy: no-referrer``,
   ``X-Content-Type-Options: nosniff``, a closed ``Permissions-Policy`` and, except for the
   static files, ``Cache-Control: no-store`` (mailbox pages must not stay in a shared or
@@ -20,8 +21,8 @@ from typing import Any
 
 from fastapi import Request
 
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "base-uri 'none'; frame-ancestors 'none'")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Scope = MutableMapping[str, Any]

@@ -455,6 +455,20 @@ async def choose_password(request: Request, web: WebDep, password: Field = "",
     return response
 
 
+@router.post("/session/prolonger")
+async def keep_alive(request: Request, web: WebDep) -> Response:
+    """The "stay connected" button of the idle warning (WCAG 2.2.1): moves the idle deadline
+    (never the absolute one). Answers 204, or 401 when the session already ended."""
+    state = current_session(request)
+    if state is None or not state.authenticated:
+        return Response(status_code=401)
+    async with web.core.db.write() as s:
+        await web.sessions.update(s, state.id, last_seen_at=utcnow(),
+                                  idle_expires_at=min(utcnow() + web.sessions.idle,
+                                                      state.expires_at))
+    return Response(status_code=204)
+
+
 # --- logout -----------------------------------------------------------------------------------
 
 @router.post("/deconnexion")
