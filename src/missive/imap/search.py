@@ -18,6 +18,7 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,7 +27,8 @@ from email.message import Message
 from missive.imap.parser import SearchKey, SeqSet
 from missive.mailbox.store import MessageInfo
 
-__all__ = ["Candidate", "matches", "needs_content"]
+__all__ = ["Candidate", "HeaderFields", "header_fields", "matches", "needs_body",
+           "needs_content"]
 
 _HEADERS = email.parser.BytesParser(policy=email.policy.compat32)
 _CONTENT_OPS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
@@ -39,6 +41,28 @@ def needs_content(key: SearchKey) -> bool:
     return any(isinstance(a, SearchKey) and needs_content(a) for a in key.args)
 
 
+def needs_body(key: SearchKey) -> bool:
+    """Keys that read the body (BODY, TEXT); the others need at most the header fields."""
+    if key.op in ("BODY", "TEXT"):
+        return True
+    return any(isinstance(a, SearchKey) and needs_body(a) for a in key.args)
+
+
+#: A message's header fields as (lower-case name, raw unfolded value), in order. Small and
+#: immutable for a given UID, so a session keeps them to answer header searches again without
+#: decrypting.
+HeaderFields = tuple[tuple[str, str], ...]
+
+
+def header_fields(raw: bytes) -> HeaderFields:
+    try:
+        msg = _HEADERS.parsebytes(raw, headersonly=True)
+        return tuple((k.lower(), re.sub(r"\r?\n(?=[ \t])", "", str(v)))
+                     for k, v in msg.items())
+    except Exception:  # noqa: BLE001 - unparsable header: nothing to match
+        return ()
+
+
 @dataclass
 class Candidate:
     """One message under test: its sequence number, metadata, and (lazily) its parsed content."""
@@ -47,8 +71,8 @@ class Candidate:
     info: MessageInfo
     flags: frozenset[str]
     raw: bytes | None = None
+    head: HeaderFields | None = None
     _msg: Message | None = field(default=None, repr=False)
-    _head: Message | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
     @property
@@ -58,17 +82,20 @@ class Candidate:
         return self._msg
 
     @property
-    def headers(self) -> Message:
+    def headers(self) -> HeaderFields:
         """The header fields only (header keys need not parse the body)."""
-        if self._head is None:
-            self._head = _HEADERS.parsebytes(self.raw or b"", headersonly=True)
-        return self._head
+        if self.head is None:
+            self.head = header_fields(self.raw or b"")
+        return self.head
+
+    def raw_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name.lower()]
 
     def header_values(self, name: str) -> list[str]:
-        return [_decode_header(v) for v in self.headers.get_all(name, [])]
+        return [_decode_header(v) for v in self.raw_values(name)]
 
     def headers_text(self) -> str:
-        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.headers.items())
+        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.headers)
 
     def body_text(self) -> str:
         if self._body is None:
@@ -101,9 +128,10 @@ def _decode_header(value: object) -> str:
 
 
 def _sent_date(c: Candidate) -> date | None:
-    value = c.headers.get("Date")
-    if value is None:
+    values = c.raw_values("Date")
+    if not values:
         return None
+    value = values[0]
     try:
         return email.utils.parsedate_to_datetime(str(value)).date()
     except (TypeError, ValueError, IndexError):
@@ -161,7 +189,7 @@ def _uid(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
 def _text_header(name: str) -> Callable[[tuple[object, ...], Candidate, Context], bool]:
     def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
         values = c.header_values(name)
-        raw = [str(v) for v in c.headers.get_all(name, [])]
+        raw = c.raw_values(name)
         return _contains(values + raw, str(args[0]))
     return check
 

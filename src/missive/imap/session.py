@@ -42,7 +42,15 @@ from missive.imap import encode, utf7
 from missive.imap import parser as p
 from missive.imap.auth import Authenticator, Principal
 from missive.imap.fetch import MimePart, bodystructure, envelope, parse_mime, partial, section_bytes
-from missive.imap.search import Candidate, Context, matches, needs_content
+from missive.imap.search import (
+    Candidate,
+    Context,
+    HeaderFields,
+    header_fields,
+    matches,
+    needs_body,
+    needs_content,
+)
 from missive.mailbox.store import (
     MailboxClosed,
     MailboxSession,
@@ -180,6 +188,7 @@ class Session:
         self._cache_bytes = 0
         self._meta: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self._last_miss: int | None = None
+        self._heads: OrderedDict[tuple[int, int], HeaderFields] = OrderedDict()
         self._reads: dict[int, list[int]] = {}
         self._audit_task: asyncio.Future[None] | None = None
 
@@ -770,15 +779,25 @@ class Session:
         ctx = Context(len(view.uids), view.uids[-1] if view.uids else 0,
                       frozenset(view.recent))
         content = needs_content(cmd.key)
+        body = needs_body(cmd.key)
+        heads = self._heads
         found: list[int] = []
         for start in range(0, len(view.uids), _FETCH_BATCH):
             batch = view.uids[start:start + _FETCH_BATCH]
-            raws = await self._bodies(view, batch) if content else {}
+            wanted = [u for u in batch if body or (view.uidvalidity, u) not in heads] \
+                if content else []
+            raws = await self._bodies(view, wanted, read_ahead=False) if wanted else {}
             for offset, uid in enumerate(batch):
                 info = view.infos.get(uid)
-                if info is None or (content and uid not in raws):
+                if info is None or (uid in wanted and uid not in raws):
                     continue
-                c = Candidate(start + offset + 1, info, view.flags_of(uid), raws.get(uid))
+                key = (view.uidvalidity, uid)
+                head = heads.get(key)
+                if content and head is None:
+                    head = heads[key] = header_fields(raws[uid])
+                    if len(heads) > META_CACHE_ITEMS:
+                        heads.popitem(last=False)
+                c = Candidate(start + offset + 1, info, view.flags_of(uid), raws.get(uid), head)
                 if matches(cmd.key, c, ctx):
                     found.append(uid if cmd.uid else start + offset + 1)
         if cmd.returns is not None:
@@ -858,7 +877,8 @@ class Session:
             self._audit_read(view.uidvalidity, read_uids)
         return None, "FETCH completed"
 
-    async def _bodies(self, view: SelectedView, uids: list[int]) -> dict[int, bytes]:
+    async def _bodies(self, view: SelectedView, uids: list[int], *,
+                      read_ahead: bool = True) -> dict[int, bytes]:
         """Decrypted messages, through a small read-ahead cache.
 
         Clients that synchronise (mbsync, offlineimap, Thunderbird) fetch bodies one or a few
@@ -887,7 +907,7 @@ class Session:
         # client jumping around the mailbox does not pay for messages it never asks for.
         sequential = self._last_miss is not None and bisect.bisect_right(
             view.uids, self._last_miss) == bisect.bisect_left(view.uids, missing[0])
-        if sequential and len(missing) < READ_AHEAD:
+        if read_ahead and sequential and len(missing) < READ_AHEAD:
             i = bisect.bisect_right(view.uids, missing[-1])
             for uid in view.uids[i:i + READ_AHEAD - len(missing)]:
                 if (view.uidvalidity, uid) not in cache:
