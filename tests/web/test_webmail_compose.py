@@ -148,3 +148,31 @@ async def test_export_contains_messages_and_attachments(
         assert "reception/000001.eml" in names and "reception/000002.eml" in names
         assert zf.read("reception/000001-pieces-jointes/bilan.pdf") == PDF
         assert parse(zf.read("reception/000002.eml"))["Subject"] == "Second"
+
+
+async def test_reply_to_another_operator_is_queued_for_relay_and_outside_is_refused(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from sqlalchemy import func, select
+
+    from missive.directory.trust import add_trust_domain
+    from missive.mailbox.models import RelayQueue
+
+    patient = await make_patient(wcore, 55)
+    async with wcore.db.write() as s:
+        await add_trust_domain(s, "autre-operateur.example", actor="test")
+    remote = "dr.who@autre-operateur.example"
+    uid = await deliver(wcore, remote, patient, message(remote, "p@x", "De loin"))
+    outsider = "spam@ailleurs.example"
+    out_uid = await deliver(wcore, outsider, patient, message(outsider, "p@x", "Pas ici"))
+    await login(client, otp, ins_number(55))
+    form = await client.get(f"/boite/reception/{uid}/repondre")
+    assert form.status_code == 200
+    r = await client.post(f"/boite/reception/{uid}/repondre",
+                          data={"csrf": csrf_of(form.text), "text": "Bien reçu."})
+    assert r.status_code == 303
+    async with wcore.db.read() as s:
+        queued = (await s.execute(select(func.count(RelayQueue.id)).where(
+            RelayQueue.domain == "autre-operateur.example"))).scalar_one()
+    assert queued == 1
+    refused = await client.get(f"/boite/reception/{out_uid}/repondre")
+    assert refused.status_code == 403 and "espace de confiance" in html.unescape(refused.text)
