@@ -32,8 +32,6 @@ SENDER_OK: Final = "250 2.1.0 Sender OK"
 RECIPIENT_OK: Final = "250 2.1.5 Recipient OK"
 RECIPIENT_HELD: Final = "250 2.1.5 Recipient OK (kept until the patient activates the mailbox)"
 AUTH_OK: Final = "235 2.7.0 Authentication successful"
-RESET_OK: Final = "250 2.0.0 OK"
-NOOP_OK: Final = "250 2.0.0 OK"
 
 
 def accepted(queue_id: str) -> str:
@@ -68,7 +66,6 @@ COMMAND_TOO_LONG: Final = "500 5.5.2 Line too long (RFC 5321 §4.5.3.1.4: 512 oc
 AUTH_LINE_TOO_LONG: Final = "500 5.5.6 Authentication exchange line is too long"
 MESSAGE_TOO_BIG: Final = "552 5.3.4 Message size exceeds fixed maximum message size"
 CREDENTIALS_INVALID: Final = "535 5.7.8 Authentication credentials invalid"
-AUTH_NOT_AVAILABLE: Final = "504 5.5.4 Unrecognized authentication type"
 AUTH_ENCRYPTION_REQUIRED: Final = (
     "538 5.7.11 Encryption required for requested authentication mechanism"
 )
@@ -77,9 +74,6 @@ AUTH_BAD_BASE64: Final = "501 5.5.2 Cannot decode base64"
 AUTH_BAD_PLAIN: Final = "501 5.5.2 Cannot split PLAIN credentials"
 EXTERNAL_NO_CERT: Final = "535 5.7.8 No client certificate was presented for EXTERNAL"
 EXTERNAL_UNKNOWN: Final = "535 5.7.8 The client certificate does not identify an active account"
-BAD_ADDRESS: Final = "501 5.1.3 Bad address syntax"
-BAD_DSN_PARAMETER: Final = "501 5.5.4 Invalid DSN parameter"
-DUPLICATE_PARAMETER: Final = "501 5.5.4 Duplicate parameter"
 
 
 def refusal(err: PolicyRefusal) -> str:
