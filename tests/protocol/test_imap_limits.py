@@ -61,3 +61,20 @@ async def test_overlong_line_is_refused_and_the_session_goes_on(settings: Any) -
             c.logout()
 
         await asyncio.to_thread(scenario)
+
+
+async def test_commands_pipelined_before_starttls_are_discarded(settings: Any) -> None:
+    import ssl
+
+    async with running(settings) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.starttls_port)
+        await reader.readline()
+        writer.write(b"a STARTTLS\r\nb CAPABILITY\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"a OK")
+        await writer.start_tls(ssl.create_default_context(cafile=str(env.ca_file)),
+                               server_hostname="localhost")
+        writer.write(b"c NOOP\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"c OK")
+        writer.close()

@@ -100,6 +100,11 @@ class Connection:
         ctx = self.server.ssl_context
         if ctx is None:
             raise ConnectionError("no TLS context")
+        # RFC 3501 §6.2.1 / RFC 7817 §3: anything the client sent after STARTTLS in clear text
+        # must not be taken as if it came over TLS (command injection, CVE-2011-0411 class).
+        buffered = getattr(self.reader, "_buffer", None)
+        if isinstance(buffered, bytearray) and buffered:
+            buffered.clear()
         await self.writer.start_tls(ctx)
         self.tls = True
 
