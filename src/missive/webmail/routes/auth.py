@@ -21,8 +21,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
@@ -30,7 +28,7 @@ from missive.directory import validate
 from missive.directory.errors import InvalidField
 from missive.directory.models import DelegatePerson, Patient
 from missive.directory.passwords import hash_password, verify_password
-from missive.webmail import codes, totp
+from missive.webmail import accounts, codes, totp
 from missive.webmail.app import page
 from missive.webmail.deps import Web, WebDep, current_session
 from missive.webmail.otp import Channel, OtpDeliveryError
@@ -111,31 +109,6 @@ async def login_form(request: Request, web: WebDep, ok: str | None = None) -> Re
         "identifier": "", "errors": {}})
 
 
-async def _candidates(s: AsyncSession, identifier: str) -> list[tuple[str, Any]]:
-    """Accounts that ``identifier`` may designate: a patient (INS or e-mail), a caregiver."""
-    ident = identifier.strip()
-    compact = "".join(ident.split())
-    found: list[tuple[str, Any]] = []
-    if "@" not in ident:
-        try:
-            matricule = validate.matricule(compact)
-        except InvalidField:
-            return []
-        patient = (await s.execute(select(Patient).where(Patient.matricule == matricule))
-                   ).scalar_one_or_none()
-        return [("patient", patient)] if patient is not None else []
-    email = ident.lower()
-    patients = (await s.execute(select(Patient).where(Patient.email == email)
-                                .limit(2))).scalars().all()
-    if len(patients) == 1:  # a shared family address cannot identify one patient
-        found.append(("patient", patients[0]))
-    person = (await s.execute(select(DelegatePerson).where(DelegatePerson.login_email == email))
-              ).scalar_one_or_none()
-    if person is not None:
-        found.append(("person", person))
-    return found
-
-
 def _otp_route(kind: str, account: Any) -> tuple[Channel, str] | None:
     """Where a one-time code goes: the phone by SMS if known, else the e-mail."""
     phone = getattr(account, "phone", None)
@@ -181,7 +154,7 @@ async def login(request: Request, web: WebDep, identifier: Field = "",
             return page(request, "login.html", {"identifier": identifier, "errors": errors},
                         status_code=429)
         matched: tuple[str, Any] | None = None
-        candidates = await _candidates(s, identifier)
+        candidates = await accounts.candidates(s, identifier)
         if not candidates:
             await verify_password(settings, None, password)  # same time as a real check
         for kind, account in candidates:
@@ -193,8 +166,8 @@ async def login(request: Request, web: WebDep, identifier: Field = "",
             await codes.record_failure(
                 s, settings, address_key,
                 max_failures=settings.webmail.login_max_failures * codes.PER_ADDRESS_FACTOR)
-            for kind, account in candidates:
-                if kind == "patient":
+            for _kind, account in candidates:
+                if isinstance(account, Patient):
                     await audit.append(s, "web.login", mailbox_id=account.mailbox_id,
                                        outcome="fail", reason="bad password")
     if matched is None or (matched[0] == "patient" and matched[1].status != "active"):
@@ -370,8 +343,7 @@ async def _code_step(request: Request, web: Web, purpose: str, ins: str,
             errors["code"] = ("Trop d'essais incorrects. Attendez quelques minutes avant de "
                               "réessayer.")
             return page(request, "activation.html", ctx, status_code=429)
-        patient = (await s.execute(select(Patient).where(Patient.matricule == matricule))
-                   ).scalar_one_or_none()
+        patient = await accounts.patient_by_ins(s, matricule)
         allowed = patient is not None and (
             patient.status == "pending" or (patient.status == "active"))
         ok = allowed and patient is not None and await codes.consume_code(

@@ -14,16 +14,15 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
 from missive.directory import validate
 from missive.directory.delegates import add_delegate, list_delegates, revoke_delegate
 from missive.directory.errors import Conflict, InvalidField
-from missive.directory.models import DelegatePerson, Patient
+from missive.directory.models import Patient
 from missive.errors import NotFound
-from missive.webmail import invitations
+from missive.webmail import accounts, invitations
 from missive.webmail.app import page
 from missive.webmail.deps import Viewer, ViewerDep, Web, WebDep, current_session
 from missive.webmail.passwords import password_problem
@@ -147,8 +146,7 @@ async def _invitation_context(web: Web, request: Request, token: str) -> dict[st
         if inv is None:
             raise NotFound("no such invitation")
         patient = await s.get(Patient, inv.patient_id)
-        person = (await s.execute(select(DelegatePerson).where(
-            DelegatePerson.login_email == inv.login_email))).scalar_one_or_none()
+        person = await accounts.person_by_email(s, inv.login_email)
     if patient is None or patient.status != "active":
         raise NotFound("no such invitation")
     state = current_session(request)
