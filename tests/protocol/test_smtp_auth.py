@@ -250,3 +250,22 @@ async def test_revoked_certificate_is_refused(env: SmtpEnv) -> None:
     result = await asyncio.to_thread(run)
     # Refused either by the handshake (CRL checked by OpenSSL) or at AUTH.
     assert isinstance(result, str) or result[0] == 535
+
+
+async def test_plaintext_auth_only_when_configured_for_development(tmp_path: Path) -> None:
+    from smtp_harness import smtp_env as make_env
+
+    dev = await make_env(tmp_path, allow_plaintext_auth=True)
+    try:
+        def run() -> tuple[int, str]:
+            c = dev.smtp(starttls=False)
+            assert "auth" in c.esmtp_features
+            c.login(dev.pro, PASSWORD)
+            try:
+                return send(c, dev.pro, [dev.pro2], message(dev.pro, dev.pro2))
+            finally:
+                c.close()
+
+        assert (await asyncio.to_thread(run))[0] == 250
+    finally:
+        await stop_env(dev)

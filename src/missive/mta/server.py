@@ -139,7 +139,8 @@ def _protocol(handler: BaseHandler, ctx: FrontContext, listener: str, tls: Serve
         hostname=mta.hostname,
         ident="Missive ESMTP",
         tls_context=None if implicit else tls.context,
-        require_starttls=not implicit,
+        # Development only (settings refuse it in production): plaintext AUTH and MAIL.
+        require_starttls=not implicit and not (auth and mta.allow_plaintext_auth),
         timeout=mta.command_timeout,
         data_size_limit=mta.max_message_size,
         enable_SMTPUTF8=True,
