@@ -365,3 +365,16 @@ async def test_encoded_display_name_spoofing_550(env: SmtpEnv) -> None:
     code, text = await submit(env, [env.pro2], data)
     # decoded, the name shows another address: refused (as spoofing or as a foreign From)
     assert code == 550 and text.startswith("5.7.1 The "), text
+
+
+async def test_p6_patient_may_write_first_to_care_team(env: SmtpEnv) -> None:
+    from missive.directory.delegates import add_to_care_team, remove_from_care_team
+
+    async with env.admin.db.write() as s:
+        await add_to_care_team(s, env.patient_ins, env.pro2, actor="test")
+    try:
+        code, text = await _patient_submit(env, env.pro2, message(env.patient, env.pro2))
+        assert code == 250, text
+    finally:
+        async with env.admin.db.write() as s:
+            await remove_from_care_team(s, env.patient_ins, env.pro2, actor="test")
