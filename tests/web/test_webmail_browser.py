@@ -487,3 +487,60 @@ async def test_xss_corpus_executes_nothing_and_loads_nothing_remote(
     assert dialogs == []
     assert remote.requests == [], [r["path"] for r in remote.requests]
     await context.close()
+
+
+async def test_keyboard_only_login_reading_and_sorting(live: Live, browser: Any) -> None:
+    """Everything by keyboard: Tab moves through the fields in reading order, the skip link
+    comes first, Enter submits and follows links, the focused element is always visible."""
+    core = live.core
+    patient = await make_patient(core, 42)
+    pro = await make_pro(core, 42)
+    await deliver(core, pro.address, patient, message(pro.address, "p@x", "Clavier seul"))
+    context = await browser.new_context(locale="fr-FR")
+    page = await context.new_page()
+
+    async def focused() -> str:
+        return str(await page.evaluate(
+            "(document.activeElement.id || document.activeElement.textContent || '').trim()"))
+
+    async def outline_visible() -> bool:
+        return bool(await page.evaluate(
+            "(() => { const s = getComputedStyle(document.activeElement);"
+            " return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; })()"))
+
+    await page.goto(live.url + "/connexion")
+    await page.keyboard.press("Tab")
+    assert await focused() == "Aller au contenu" and await outline_visible()
+    await page.keyboard.press("Enter")  # the skip link jumps over the banner
+    await page.keyboard.press("Tab")
+    assert await focused() == "identifier" and await outline_visible()
+    await page.keyboard.type(ins_number(42))
+    await page.keyboard.press("Tab")
+    assert await focused() == "password"
+    await page.keyboard.type(PASSWORD)
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    assert await focused() == "code"
+    await page.keyboard.type(live.hook.codes()[-1])
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert page.url.endswith("/boite/reception")
+    for _ in range(30):  # Tab until the message link
+        await page.keyboard.press("Tab")
+        if "Clavier seul" in await focused():
+            break
+    assert "Clavier seul" in await focused() and await outline_visible()
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        if await focused() == "Archiver":
+            break
+    assert await focused() == "Archiver" and await outline_visible()
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert "rangé dans les archives" in await page.content()
+    await context.close()
