@@ -69,7 +69,7 @@ async def run_server(settings: object, only: list[str] | None,
 
 
 async def serve_command(args: argparse.Namespace) -> int:
-    from missive.logging import setup
+    from missive.logs import setup
 
     setup(args.log_level)
     settings = common.settings_from(args)
@@ -80,7 +80,7 @@ async def serve_command(args: argparse.Namespace) -> int:
 
 async def demo_command(args: argparse.Namespace) -> int:
     from missive.cli.demo import prepare_demo
-    from missive.logging import setup
+    from missive.logs import setup
 
     setup(args.log_level)
     try:

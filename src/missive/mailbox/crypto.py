@@ -33,6 +33,7 @@ import hmac
 import os
 import stat
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -76,6 +77,10 @@ class PublicKey:
     suite: str
     raw: bytes
 
+    @cached_property
+    def _key(self) -> hpke.MLKEM768X25519PublicKey | x25519.X25519PublicKey:
+        return self._hpke()
+
     def _hpke(self) -> hpke.MLKEM768X25519PublicKey | x25519.X25519PublicKey:
         if self.suite == HYBRID:
             if len(self.raw) != _MLKEM_PUB + _X25519:
@@ -97,6 +102,11 @@ class PrivateKey:
 
     suite: str
     raw: bytes = field(repr=False)
+
+    @cached_property
+    def _key(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
+        # Expanding the ML-KEM seed costs more than a decapsulation: once per opened session.
+        return self._hpke()
 
     def _hpke(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
         if self.suite == HYBRID:
@@ -220,14 +230,14 @@ def new_data_key() -> bytes:
 
 
 def seal_data_key(public: PublicKey, data_key: bytes) -> SealedKey:
-    return SealedKey(public.suite, _suite(public.suite).encrypt(data_key, public._hpke(), _INFO))
+    return SealedKey(public.suite, _suite(public.suite).encrypt(data_key, public._key, _INFO))
 
 
 def open_data_key(private: PrivateKey, sealed: SealedKey) -> bytes:
     if sealed.suite != private.suite:
         raise CryptoError("record sealed with another suite than the mailbox key")
     try:
-        return _suite(sealed.suite).decrypt(sealed.blob, private._hpke(), _INFO)
+        return _suite(sealed.suite).decrypt(sealed.blob, private._key, _INFO)
     except Exception as exc:  # the binding raises several types for a bad ciphertext
         raise CryptoError("data key does not open with this mailbox key") from exc
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:22:18.571336
+Create Date: 2026-11-23 15:07:49.818535
 """
 
 from __future__ import annotations
@@ -125,6 +125,19 @@ def upgrade() -> None:
         sa.Column("locked_until", missive.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("updated_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_web_login_throttle")),
+    )
+    op.create_table(
+        "web_totp",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("principal_kind", sa.String(length=10), nullable=False),
+        sa.Column("principal_id", sa.Integer(), nullable=False),
+        sa.Column("wrapped_secret", sa.LargeBinary(), nullable=False),
+        sa.Column("master_key_id", sa.String(length=64), nullable=False),
+        sa.Column("confirmed_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_step", sa.Integer(), nullable=False),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_totp")),
+        sa.UniqueConstraint("principal_kind", "principal_id", name="uq_web_totp_principal"),
     )
     op.create_table(
         "content",
@@ -489,6 +502,40 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_web_code_patient_id"), ["patient_id"], unique=False)
 
     op.create_table(
+        "web_invitation",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("patient_id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("display_name", sa.String(length=200), nullable=False),
+        sa.Column("login_email", sa.String(length=320), nullable=False),
+        sa.Column("rights", sa.String(length=10), nullable=False),
+        sa.Column("access_until", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("accepted_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("cancelled_at", missive.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delegate_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["delegate_id"],
+            ["delegate.id"],
+            name=op.f("fk_web_invitation_delegate_id_delegate"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"],
+            ["patient.id"],
+            name=op.f("fk_web_invitation_patient_id_patient"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_invitation")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_web_invitation_token_hash")),
+    )
+    with op.batch_alter_table("web_invitation", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_web_invitation_patient_id"), ["patient_id"], unique=False
+        )
+
+    op.create_table(
         "web_session",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
@@ -526,6 +573,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_web_session_principal_id"))
 
     op.drop_table("web_session")
+    with op.batch_alter_table("web_invitation", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_invitation_patient_id"))
+
+    op.drop_table("web_invitation")
     with op.batch_alter_table("web_code", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_web_code_patient_id"))
 
@@ -576,6 +627,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_content_mailbox_id"))
 
     op.drop_table("content")
+    op.drop_table("web_totp")
     op.drop_table("web_login_throttle")
     op.drop_table("trust_domain")
     with op.batch_alter_table("relay_queue", schema=None) as batch_op:
