@@ -357,6 +357,7 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     await page.goto(live.url + "/parametres")
     await page.get_by_label("Par SMS et par e-mail", exact=True).check()
     await page.get_by_label("Adresse e-mail").fill("marie@example.org")
+    await page.get_by_label("Mot de passe actuel").fill(PASSWORD)
     await submit(page, "Enregistrer")
     assert "Vos réglages sont enregistrés" in await page.content()
 
@@ -387,7 +388,8 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     pages = ["/boite/reception", f"/boite/reception/{xdm_uid}", "/boite/archives",
              "/boite/corbeille", "/boite/envoyes", "/boite/envoyes/1",
              f"/boite/reception/{xdm_uid}/repondre", "/recherche", "/parametres", "/journal",
-             "/proches", "/export", "/parametres/application", "/fermer-mon-compte"]
+             "/proches", "/export", "/parametres/application", "/parametres/mot-de-passe",
+             "/fermer-mon-compte"]
     await _check_pages(browser, live, pages, logged_in=True)
     await _check_pages(browser, live, ["/boite/reception", f"/boite/reception/{xdm_uid}"],
                        logged_in=True, identifier="julie@example.org", prefix="proche-")

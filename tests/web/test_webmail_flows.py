@@ -174,10 +174,18 @@ async def test_settings_and_close_account(
     bad = await client.post("/parametres", data={"csrf": csrf_of(form.text), "channel": "email",
                                                  "phone": "", "email": ""})
     assert bad.status_code == 400 and "adresse e-mail" in bad.text
+    diverted = await client.post("/parametres", data={
+        "csrf": csrf_of(form.text), "channel": "both", "phone": "06 99 99 99 99",
+        "email": "marie@example.org"})
+    assert diverted.status_code == 400 and "mot de passe actuel" in diverted.text
     ok = await client.post("/parametres", data={
         "csrf": csrf_of(form.text), "channel": "both", "phone": "06 12 34 56 78",
-        "email": "marie@example.org"})
+        "email": "marie@example.org", "current_password": PASSWORD})
     assert ok.status_code == 303
+    unchanged = await client.post("/parametres", data={  # same contacts: no password needed
+        "csrf": csrf_of(form.text), "channel": "both", "phone": "+33612345678",
+        "email": "marie@example.org"})
+    assert unchanged.status_code == 303
     async with wcore.db.read() as s:
         row = await s.get(Patient, patient.id)
         assert row is not None
@@ -354,3 +362,26 @@ async def test_stay_connected_moves_the_idle_deadline_only(
         row = (await s.execute(select(WebSession))).scalars().one()
     assert row.idle_expires_at > soon + timedelta(minutes=5)
     assert row.idle_expires_at <= row.expires_at
+
+
+async def test_password_change_needs_the_current_one_and_ends_sessions(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    from conftest import new_client  # type: ignore[import-not-found]
+
+    await make_patient(wcore, 11)
+    await login(client, otp, ins_number(11))
+    async with await new_client(wcore, otp) as other:
+        await login(other, otp, ins_number(11))
+        form = await client.get("/parametres/mot-de-passe")
+        new = "girafe piano neige samedi"
+        wrong = await client.post("/parametres/mot-de-passe", data={
+            "csrf": csrf_of(form.text), "current_password": "pas le bon",
+            "password": new, "confirmation": new})
+        assert wrong.status_code == 400 and "actuel" in html.unescape(wrong.text)
+        done = await client.post("/parametres/mot-de-passe", data={
+            "csrf": csrf_of(form.text), "current_password": PASSWORD,
+            "password": new, "confirmation": new})
+        assert done.status_code == 303
+        assert (await other.get("/boite/reception")).status_code == 303
+    assert (await client.get("/boite/reception")).status_code == 303
+    await login(client, otp, ins_number(11), password="girafe piano neige samedi")

@@ -16,6 +16,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from missive.audit import log as audit
+from missive.db.base import utcnow
+from missive.directory import validate
 from missive.directory.delegates import list_delegates
 from missive.directory.errors import InvalidField
 from missive.directory.models import Patient
@@ -30,6 +32,9 @@ from missive.webmail.routes.mailbox import base_context, french_date
 router = APIRouter()
 Field = Annotated[str, Form()]
 
+CONTACT_NEEDS_LOGIN = ("Pour changer de téléphone ou d'adresse e-mail, indiquez votre "
+                       "mot de passe actuel.")
+WRONG_CURRENT_PASSWORD = "Ce n'est pas votre mot de passe actuel."  # noqa: S105 - a message
 CHANNELS = {"sms": "Par SMS", "email": "Par e-mail", "both": "Par SMS et par e-mail",
             "none": "Ne pas me prévenir"}
 
@@ -54,7 +59,8 @@ JOURNAL_LABELS = {
     "web.activation": "Activation du compte",
     "web.activation.code": "Code d'activation utilisé",
     "web.reset.code": "Code de réinitialisation utilisé",
-    "web.password.reset": "Mot de passe changé",
+    "web.password.reset": "Mot de passe réinitialisé",
+    "web.password.change": "Mot de passe changé",
     "message.deliver": "Message reçu",
     "message.move": "Message déplacé",
     "delegate.grant": "Accès donné à un proche",
@@ -85,11 +91,21 @@ async def settings_form(request: Request, who: ViewerDep) -> Response:
 @router.post("/parametres")
 async def settings_save(request: Request, web: WebDep, who: ViewerDep, phone: Field = "",
                         email: Field = "", channel: Field = "none",
-                        receipts: Field = "") -> Response:
+                        receipts: Field = "", current_password: Field = "") -> Response:
+    """Notification settings. Changing the phone or the e-mail — where one-time codes go —
+    needs the password again, so that a session left open cannot divert them."""
     patient = _owner(who)
     errors: dict[str, str] = {}
     values: dict[str, Any] = {"phone": phone, "email": email, "channel": channel,
                               "receipts": receipts == "oui"}
+    try:
+        contact_changed = (validate.phone(phone) != patient.phone
+                           or validate.email(email) != patient.email)
+    except InvalidField:
+        contact_changed = True  # reported below, field by field
+    if contact_changed and not (await verify_password(
+            web.settings, patient.password_hash, current_password)).ok:
+        errors["current_password"] = CONTACT_NEEDS_LOGIN
     if channel not in CHANNELS:
         errors["channel"] = "Choisissez une des possibilités proposées."
     if channel in ("sms", "both") and not phone.strip():
@@ -116,6 +132,57 @@ async def settings_save(request: Request, web: WebDep, who: ViewerDep, phone: Fi
             **base_context(who, "parametres"), "patient": patient, "channels": CHANNELS,
             "errors": errors, "saved": False, "values": values}, status_code=400)
     return RedirectResponse("/parametres?fait=1", status_code=303)
+
+
+@router.get("/parametres/mot-de-passe")
+async def password_change_form(request: Request, web: WebDep, who: ViewerDep) -> Response:
+    _owner(who)
+    return page(request, "password_change.html", {
+        **base_context(who, "parametres"), "errors": {},
+        "min_length": web.settings.webmail.password_min_length})
+
+
+@router.post("/parametres/mot-de-passe")
+async def password_change(request: Request, web: WebDep, who: ViewerDep,
+                          current_password: Field = "", password: Field = "",
+                          confirmation: Field = "") -> Response:
+    """Change the password (the current one first); other sessions of the patient end."""
+    from missive.directory.passwords import hash_password
+    from missive.webmail.passwords import password_problem
+
+    patient = _owner(who)
+    min_length = web.settings.webmail.password_min_length
+    errors: dict[str, str] = {}
+    if not (await verify_password(web.settings, patient.password_hash, current_password)).ok:
+        errors["current_password"] = WRONG_CURRENT_PASSWORD
+    problem = password_problem(password, min_length=min_length, user_inputs=[
+        patient.matricule, patient.family_name, *patient.given_names.split(),
+        patient.email or "", patient.birth_date.isoformat()])
+    if problem:
+        errors["password"] = problem
+    elif password != confirmation:
+        errors["confirmation"] = "Les deux mots de passe ne sont pas identiques."
+    if errors:
+        return page(request, "password_change.html", {
+            **base_context(who, "parametres"), "errors": errors, "min_length": min_length},
+            status_code=400)
+    hashed = await hash_password(web.settings, password)
+    async with web.core.db.write() as s:
+        row = await s.get(Patient, patient.id)
+        assert row is not None  # noqa: S101 - the viewer's own record
+        row.password_hash = hashed
+        row.updated_at = utcnow()
+        ended = [sid for sid in await web.sessions.end_all(s, "patient", patient.id)
+                 if sid != who.session.id]
+        await audit.append(s, "web.password.change", actor=who.actor,
+                           mailbox_id=patient.mailbox_id)
+    for sid in ended:
+        web.vault.drop_session(sid)
+    # end_all removed this session too: the patient logs in again with the new password.
+    web.vault.drop_session(who.session.id)
+    response = RedirectResponse("/connexion?ok=pw", status_code=303)
+    clear_cookie(web, response)
+    return response
 
 
 @router.get("/journal")
