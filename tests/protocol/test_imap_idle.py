@@ -80,7 +80,7 @@ async def test_idle_sees_a_delivery_in_this_process(backend_settings: Any) -> No
 
 async def test_idle_sees_a_delivery_from_another_process_on_postgres(pg_url: str,
                                                                      tmp_path: Any) -> None:
-    from conftest import make_settings
+    from support import make_settings
 
     settings = make_settings(tmp_path / "data", database_url=pg_url)
     seen = await _idle_until_exists(settings, deliver_elsewhere=True)
