@@ -9,6 +9,7 @@ Everything here is sample data on test INS OIDs; the passwords are printed on pu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -69,7 +70,8 @@ async def _seed(settings: Settings) -> dict[str, Any]:
     patients = [
         {"ins": "279035121518989", "family_name": "DUPONT", "given_names": "Marie Louise",
          "birth_date_text": "1979-03-05", "sex_text": "F", "birth_place_text": "51215",
-         "status": "active", "email_text": "marie.dupont@example.org", "notify": "email"},
+         "status": "active", "email_text": "marie.dupont@example.org",
+         "phone_text": "+33611223344", "notify": "sms"},
         {"ins": _nir_with_key("1480675056123"), "family_name": "MARTIN",
          "given_names": "Jean", "birth_date_text": "1948-06-01", "sex_text": "M",
          "birth_place_text": "75056", "status": "pending", "phone_text": "+33612345678",
@@ -158,6 +160,51 @@ async def prepare_demo(data_dir: str) -> tuple[Settings, str]:
     return settings, banner(settings, report)
 
 
+class DemoSmsGateway:
+    """A stand-in SMS gateway on loopback that prints what it receives.
+
+    The demo has no real SMS provider: login one-time codes and "you have mail" notices are
+    POSTed here, signed like for a real gateway, and shown on the console so that a person
+    trying the webmail can read their code.
+    """
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}/sms"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = min(int(line.split(b":", 1)[1]), 65536)
+            body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+            try:
+                data = json.loads(body)
+                text = data.get("text") or json.dumps(data, ensure_ascii=False)
+                line = f"[SMS de démonstration pour {data.get('to', '?')}] {text}"
+            except (ValueError, AttributeError):
+                line = "[SMS de démonstration] (message illisible)"
+            print(line, flush=True)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
 def banner(settings: Settings, report: dict[str, Any]) -> str:
     web = f"http://{settings.webmail.bind}:{settings.webmail.port}/"
     lines = [
@@ -178,4 +225,6 @@ def banner(settings: Settings, report: dict[str, Any]) -> str:
             extra = f"  activation code {report['activation_code']}"
         lines.append(f"    INS {patient['ins']} ({patient['status']}){extra}")
     lines.append(f"  The TLS certificates come from the demo CA: {settings.certs_dir}/ca/ca.pem")
+    lines.append("  Login codes and notifications sent by SMS are printed below, as "
+                 "[SMS de démonstration …].")
     return "\n".join(lines)

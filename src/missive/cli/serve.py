@@ -79,7 +79,7 @@ async def serve_command(args: argparse.Namespace) -> int:
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    from missive.cli.demo import prepare_demo
+    from missive.cli.demo import DemoSmsGateway, prepare_demo
     from missive.logs import setup
 
     setup(args.log_level)
@@ -87,5 +87,12 @@ async def demo_command(args: argparse.Namespace) -> int:
         settings, banner = await prepare_demo(args.data_dir)
     except MissiveError as exc:
         raise common.CommandError(str(exc)) from None
+    gateway = DemoSmsGateway()
+    if not settings.notify.sms_webhook_url:
+        settings.notify.sms_webhook_url = await gateway.start()
+        settings.notify.coalesce_seconds = min(settings.notify.coalesce_seconds, 10)
     sys.stdout.flush()
-    return await run_server(settings, None, banner)
+    try:
+        return await run_server(settings, None, banner)
+    finally:
+        await gateway.stop()
