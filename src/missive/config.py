@@ -34,6 +34,13 @@ MiB = 1024 * 1024
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 (a marker, not a credential)
 
 
+def _default_attachment_types() -> list[str]:
+    # The policy owns the list (one place); imported lazily to keep settings import light.
+    from missive.policy.content import DEFAULT_ATTACHMENT_TYPES
+
+    return sorted(DEFAULT_ATTACHMENT_TYPES)
+
+
 class MtaSettings(BaseModel):
     """SMTP fronts (SPEC §4 SMTP, policy P1–P12)."""
 
@@ -101,35 +108,7 @@ class MtaSettings(BaseModel):
         "(0 = always ask the directory)."
     )
     attachment_allowlist: list[str] = Field(
-        default_factory=lambda: [
-            "text/plain",
-            "text/html",
-            "message/delivery-status",
-            "message/global-delivery-status",
-            "message/disposition-notification",
-            "message/global-disposition-notification",
-            "text/rfc822-headers",
-            "message/global-headers",
-            "application/pkcs7-signature",
-            "application/x-pkcs7-signature",
-            "application/pdf",
-            "image/jpeg",
-            "image/png",
-            "image/gif",
-            "image/tiff",
-            "text/xml",
-            "application/xml",
-            "application/hl7-v3+xml",
-            "application/hl7-cda+xml",
-            "application/hl7-v2",
-            "x-application/hl7-v2+er7",
-            "application/x-hl7",
-            "text/x-hprim",
-            "application/x-hprim",
-            "application/dicom",
-            "application/zip",
-            "application/x-zip-compressed",
-        ],
+        default_factory=lambda: _default_attachment_types(),
         description="Attachment media types accepted (P9; `major/*` allowed). The default "
         "is policy.DEFAULT_ATTACHMENT_TYPES: documents, images, CDA/HL7/HPRIM/DICOM, IHE XDM "
         "zips, and the parts of DSNs, MDNs and S/MIME signatures.",
