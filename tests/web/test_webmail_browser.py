@@ -383,7 +383,7 @@ async def test_patient_and_caregiver_journeys_without_javascript_then_axe_and_la
     assert "Julie Dupont (proche" in await page.content()
 
     # Accessibility and layout of every page, while the account is open.
-    public = ["/connexion", "/activation", "/mot-de-passe-oublie"]
+    public = ["/connexion", "/activation", "/mot-de-passe-oublie", "/aide"]
     await _check_pages(browser, live, public, logged_in=False)
     pages = ["/boite/reception", f"/boite/reception/{xdm_uid}", "/boite/archives",
              "/boite/corbeille", "/boite/envoyes", "/boite/envoyes/1",

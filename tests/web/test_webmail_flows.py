@@ -385,3 +385,20 @@ async def test_password_change_needs_the_current_one_and_ends_sessions(
         assert (await other.get("/boite/reception")).status_code == 303
     assert (await client.get("/boite/reception")).status_code == 303
     await login(client, otp, ins_number(11), password="girafe piano neige samedi")
+
+
+async def test_journal_pages_and_public_help(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    patient = await make_patient(wcore, 12)
+    pro = await make_pro(wcore, 12)
+    help_page = await client.get("/aide")
+    assert help_page.status_code == 200 and "Accessibilité" in help_page.text
+    for i in range(105):
+        await deliver(wcore, pro.address, patient, message(pro.address, "p@x", f"M{i}"))
+    await login(client, otp, ins_number(12))
+    first = html.unescape((await client.get("/journal")).text)
+    older = re.search(r'href="(/journal\?avant=\d+)"', first)
+    assert older and first.count("<tr>") == 101  # header + 100 entries
+    second = html.unescape((await client.get(older.group(1))).text)
+    assert "Revenir aux plus récentes" in second and "Messagerie créée" in second
+    assert 1 < second.count("<tr>") < 101

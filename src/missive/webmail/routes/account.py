@@ -35,6 +35,7 @@ Field = Annotated[str, Form()]
 CONTACT_NEEDS_LOGIN = ("Pour changer de téléphone ou d'adresse e-mail, indiquez votre "
                        "mot de passe actuel.")
 WRONG_CURRENT_PASSWORD = "Ce n'est pas votre mot de passe actuel."  # noqa: S105 - a message
+JOURNAL_PAGE = 100
 CHANNELS = {"sms": "Par SMS", "email": "Par e-mail", "both": "Par SMS et par e-mail",
             "none": "Ne pas me prévenir"}
 
@@ -191,8 +192,11 @@ async def journal(request: Request, web: WebDep, who: ViewerDep) -> Response:
     message concerned by its subject when it is still where it was (UIDs are never reused in a
     folder, RFC 3501 §2.3.1.1, so a (folder, UID) pair names one message or none)."""
     patient = _owner(who)
+    asked = request.query_params.get("avant", "")
+    before = int(asked) if asked.isdigit() and len(asked) < 12 else None
     async with web.core.db.read() as s:
-        entries = await audit.entries_for_mailbox(s, patient.mailbox_id, limit=200)
+        entries = await audit.entries_for_mailbox(s, patient.mailbox_id, limit=JOURNAL_PAGE,
+                                                  before_seq=before)
         delegations = await list_delegates(s, patient_ins=patient.matricule,
                                            include_revoked=True)
     carers = {str(v.delegate.id): v.to_dict()["name"] or "un proche" for v in delegations}
@@ -227,7 +231,9 @@ async def journal(request: Request, web: WebDep, who: ViewerDep) -> Response:
         rows.append({"date": french_date(e.ts), "action": JOURNAL_LABELS.get(
             e.action, "Autre opération"), "who": who_text, "failed": e.outcome != "ok",
             "subject": subject})
-    return page(request, "journal.html", {**base_context(who, "journal"), "rows": rows})
+    older = entries[-1].seq if len(entries) == JOURNAL_PAGE else None
+    return page(request, "journal.html", {**base_context(who, "journal"), "rows": rows,
+                                          "older": older, "first_page": before is None})
 
 
 @router.post("/boite-affichee")

@@ -1,14 +1,23 @@
-"""Liveness and readiness probes (SPEC §7): no session, no content."""
+"""Public pages without a session: liveness and readiness probes (SPEC §7), help and the
+accessibility statement."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from missive.webmail.deps import WebDep
 
 router = APIRouter()
+
+
+@router.get("/aide")
+async def help_page(request: Request) -> Response:
+    """Plain-language help and the accessibility statement (public)."""
+    from missive.webmail.app import page
+
+    return page(request, "help.html", {"title": "Aide et accessibilité"})
 
 
 @router.get("/healthz", include_in_schema=False)
