@@ -7,6 +7,7 @@ import html
 import re
 
 import httpx
+import pytest
 
 from conftest import (  # type: ignore[import-not-found]
     PASSWORD,
@@ -211,3 +212,36 @@ async def test_one_address_failing_on_many_accounts_is_slowed_down(
                                               "identifier": ins_number(27),
                                               "password": PASSWORD})
     assert r.status_code == 429 and not otp.sent
+
+
+async def test_no_message_content_or_identifier_in_logs(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    patient = await make_patient(wcore, 28)
+    pro = await make_pro(wcore, 28)
+    secret_subject, secret_body = "Sérologie confidentielle", "Résultat positif au marqueur"
+    uid = await deliver(wcore, pro.address, patient, message(
+        pro.address, "p@x", secret_subject, secret_body,
+        attachments=[("bilan-secret.pdf", "application/pdf", PDF)]))
+    # Our code at every level; libraries at INFO (aiosqlite's DEBUG log prints SQL parameters:
+    # deployments must keep driver loggers above DEBUG).
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="missive")
+    await login(client, otp, ins_number(28))
+    view = await client.get(f"/boite/reception/{uid}")
+    await client.get(f"/boite/reception/{uid}/piece/2")
+    await client.post("/recherche", data={"csrf": csrf_of(view.text), "q": "Sérologie"})
+    form = await client.get(f"/boite/reception/{uid}/repondre")
+    await client.post(f"/boite/reception/{uid}/repondre",
+                      data={"csrf": csrf_of(form.text), "text": "Merci pour la sérologie"})
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    text = "\n".join(r.getMessage() for r in server_side)
+    for leak in (secret_subject, secret_body, "bilan-secret", "sérologie", "Sérologie",
+                 ins_number(28), PASSWORD, otp.last_code):
+        assert leak not in text, leak
+    # And the URLs the browser used carry no content either.
+    for r in caplog.records:
+        if r.name.startswith("httpx"):
+            assert secret_subject not in r.getMessage() and "rologie" not in r.getMessage()
