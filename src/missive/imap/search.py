@@ -89,7 +89,8 @@ class Candidate:
         return self.head
 
     def raw_values(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name.lower()]
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
 
     def header_values(self, name: str) -> list[str]:
         return [_decode_header(v) for v in self.raw_values(name)]
@@ -121,6 +122,8 @@ class Candidate:
 
 def _decode_header(value: object) -> str:
     text = str(value)
+    if "=?" not in text:  # RFC 2047 §2: no encoded word, nothing to decode (the common case)
+        return text
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
     except Exception:  # noqa: BLE001 - malformed encoded words: use the raw text

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from missive.imap import parser as p
 from missive.imap.auth import Authenticator, DirectoryAuthenticator, Principal
+from missive.imap.cache import SharedCaches
 from missive.imap.session import LOGOUT, Session
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Connection:
         self.address = str(peer[0]) if isinstance(peer, tuple) else "local"
         self.session = Session(server.core, self, server.authenticator,
                                implicit_tls=implicit_tls, client_address=self.address,
-                               on_login=self._on_login)
+                               on_login=self._on_login, caches=server.caches)
         self._user: str | None = None
 
     # --- SessionIO ----------------------------------------------------------------------------
@@ -273,6 +274,7 @@ class ImapServer:
     addresses: Counter[str] = field(default_factory=Counter)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     connections: set[Connection] = field(default_factory=set)
+    caches: SharedCaches = field(default_factory=SharedCaches)
 
     def _handler(self, implicit_tls: bool) -> Callable[
             [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:

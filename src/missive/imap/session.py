@@ -31,7 +31,6 @@ import bisect
 import contextlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -41,11 +40,11 @@ from missive.errors import NotFound
 from missive.imap import encode, utf7
 from missive.imap import parser as p
 from missive.imap.auth import Authenticator, Principal
+from missive.imap.cache import MailboxCache, SharedCaches
 from missive.imap.fetch import MimePart, bodystructure, envelope, parse_mime, partial, section_bytes
 from missive.imap.search import (
     Candidate,
     Context,
-    HeaderFields,
     header_fields,
     matches,
     needs_body,
@@ -75,9 +74,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
 READ_AHEAD = 64
-META_CACHE_ITEMS = 50_000  # cached ENVELOPE/BODYSTRUCTURE responses per session (a few MB)
 AUDIT_DELAY = 1.0
-BODY_CACHE_BYTES = 8 * 1024 * 1024
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
                             "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
@@ -169,7 +166,8 @@ class Session:
 
     def __init__(self, core: Core, io: SessionIO, authenticator: Authenticator, *,
                  implicit_tls: bool, client_address: str = "?",
-                 on_login: Callable[[Principal | None], Awaitable[None]] | None = None) -> None:
+                 on_login: Callable[[Principal | None], Awaitable[None]] | None = None,
+                 caches: SharedCaches | None = None) -> None:
         self.core = core
         self.io = io
         self.authenticator = authenticator
@@ -184,11 +182,10 @@ class Session:
         self._changed: asyncio.Event | None = None
         self._pending = False
         self.on_login = on_login
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._cache_bytes = 0
-        self._meta: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        # Shared with this front's other sessions of the same mailbox (missive.imap.cache).
+        self.caches = caches if caches is not None else SharedCaches()
+        self._shared: MailboxCache | None = None
         self._last_miss: int | None = None
-        self._heads: OrderedDict[tuple[int, int], HeaderFields] = OrderedDict()
         self._reads: dict[int, list[int]] = {}
         self._audit_task: asyncio.Future[None] | None = None
 
@@ -242,6 +239,7 @@ class Session:
             log.exception("imap: could not write the read audit entries at logout")
         await self._stack.aclose()
         self.mbox = None
+        self._shared = None
         self.view = None
 
     async def handle(self, cmd: p.Command) -> None:
@@ -410,7 +408,12 @@ class Session:
             raise Refusal("invalid credentials", "AUTHENTICATIONFAILED")
         if self.on_login is not None:
             await self.on_login(principal)
-        self.mbox = await self.core.store.open(principal.mailbox_id)
+        mailbox_id = principal.mailbox_id
+        shared = await self.caches.acquire(mailbox_id,
+                                           lambda: self.core.store.open(mailbox_id))
+        self._stack.callback(self.caches.release, shared)
+        self._shared = shared
+        self.mbox = shared.mbox
         self.principal = principal
         self._changed = await self._stack.enter_async_context(
             self.core.events.watch(principal.mailbox_id))
@@ -423,6 +426,11 @@ class Session:
         if self.mbox is None:
             raise Refusal("not authenticated", status="BAD")
         return self.mbox
+
+    def _cached(self) -> MailboxCache:
+        if self._shared is None:
+            raise Refusal("not authenticated", status="BAD")
+        return self._shared
 
     async def do_enable(self, cmd: p.Command) -> tuple[str | None, str]:
         assert isinstance(cmd, p.Enable)  # noqa: S101
@@ -780,7 +788,8 @@ class Session:
                       frozenset(view.recent))
         content = needs_content(cmd.key)
         body = needs_body(cmd.key)
-        heads = self._heads
+        shared = self._cached()
+        heads = shared.heads
         found: list[int] = []
         for start in range(0, len(view.uids), _FETCH_BATCH):
             batch = view.uids[start:start + _FETCH_BATCH]
@@ -794,9 +803,8 @@ class Session:
                 key = (view.uidvalidity, uid)
                 head = heads.get(key)
                 if content and head is None:
-                    head = heads[key] = header_fields(raws[uid])
-                    if len(heads) > META_CACHE_ITEMS:
-                        heads.popitem(last=False)
+                    head = header_fields(raws[uid])
+                    shared.keep_head(key, head)
                 c = Candidate(start + offset + 1, info, view.flags_of(uid), raws.get(uid), head)
                 if matches(cmd.key, c, ctx):
                     found.append(uid if cmd.uid else start + offset + 1)
@@ -885,20 +893,20 @@ class Session:
         at a time in UID order; each store round trip costs far more than decrypting, so a
         sequential miss also reads the next :data:`READ_AHEAD` messages of the view in the
         same query.
-        The cache holds at most :data:`BODY_CACHE_BYTES` per session, in memory only (C6), and
+        The cache (:class:`missive.imap.cache.MailboxCache`, shared by this mailbox's sessions)
+        holds at most :data:`~missive.imap.cache.BODY_CACHE_BYTES`, in memory only (C6), and
         is keyed by UIDVALIDITY and UID, whose content never changes (RFC 3501 §2.3.1.1).
         """
-        cache = self._cache
+        shared = self._cached()
         out: dict[int, bytes] = {}
         if not uids:
             return out
         missing: list[int] = []
         for uid in uids:
-            raw = cache.get((view.uidvalidity, uid))
+            raw = shared.body((view.uidvalidity, uid))
             if raw is None:
                 missing.append(uid)
             else:
-                cache.move_to_end((view.uidvalidity, uid))
                 out[uid] = raw
         if not missing:
             return out
@@ -910,25 +918,21 @@ class Session:
         if read_ahead and sequential and len(missing) < READ_AHEAD:
             i = bisect.bisect_right(view.uids, missing[-1])
             for uid in view.uids[i:i + READ_AHEAD - len(missing)]:
-                if (view.uidvalidity, uid) not in cache:
+                if (view.uidvalidity, uid) not in shared.bodies:
                     wanted.append(uid)
         self._last_miss = max(wanted)
         got = await self._mbox().fetch_many(view.name, wanted)
         for uid, raw in got.items():
             if uid in missing:
                 out[uid] = raw
-            if len(raw) <= BODY_CACHE_BYTES // 8:
-                cache[(view.uidvalidity, uid)] = raw
-                self._cache_bytes += len(raw)
-        while self._cache_bytes > BODY_CACHE_BYTES and cache:
-            _key, old = cache.popitem(last=False)
-            self._cache_bytes -= len(old)
+            shared.keep_body((view.uidvalidity, uid), raw)
         return out
 
     def _fetch_items(self, cmd: p.Fetch, view: SelectedView, info: MessageInfo,
                      raw: bytes | None) -> list[bytes]:
         items: list[bytes] = []
         tree: MimePart | None = None
+        meta = self._cached().meta
         for a in cmd.attrs:
             name = a.name
             if name == "UID":
@@ -942,7 +946,7 @@ class Session:
             elif name == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % info.modseq)
             elif (key := _meta_key(a)) is not None and (
-                    cached := self._meta.get((view.uidvalidity, info.uid, key))) is not None:
+                    cached := meta.get((view.uidvalidity, info.uid, key))) is not None:
                 items.append(cached)
             elif raw is None:
                 continue
@@ -953,9 +957,7 @@ class Session:
                     tree = parse_mime(raw)
                 item = _content_item(a, tree, raw)
                 if key is not None:
-                    self._meta[(view.uidvalidity, info.uid, key)] = item
-                    if len(self._meta) > META_CACHE_ITEMS:
-                        self._meta.popitem(last=False)
+                    self._cached().keep_meta((view.uidvalidity, info.uid, key), item)
                 items.append(item)
         return items
 
@@ -965,7 +967,7 @@ class Session:
         for a in cmd.attrs:
             if a.name in _CONTENT_ITEMS or a.name == "BODY":
                 key = _meta_key(a)
-                if key is None or (view.uidvalidity, uid, key) not in self._meta:
+                if key is None or (view.uidvalidity, uid, key) not in self._cached().meta:
                     return True
         return False
 
