@@ -29,13 +29,13 @@ No content is kept in :class:`PartInfo`: only types, names and sizes.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import io
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
+
+from missive.mime.parsing import parse_message
 
 __all__ = [
     "TOO_MANY_PARTS_TYPE",
@@ -44,6 +44,7 @@ __all__ = [
     "file_extension",
     "get_part_payload",
     "list_parts",
+    "parts_of",
     "sniff",
     "zip_members",
 ]
@@ -162,7 +163,11 @@ def _looks_text(head: bytes) -> bool:
         if exc.start < len(head) - 4:
             return False
         text = head[: exc.start].decode("utf-8")
-    return all(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
+    # Every character printable, or one of the four allowed controls: deleted first, so that
+    # str.isprintable checks the rest in C (one character at a time in Python was 0.5 ms).
+    for control in "\t\r\n\f":
+        text = text.replace(control, "")
+    return text.isprintable()
 
 
 def sniff(head: bytes) -> str | None:
@@ -370,9 +375,19 @@ def _walk(part: Message, index: str, depth: int) -> Iterator[PartInfo]:
 def list_parts(raw: bytes) -> list[PartInfo]:
     """The leaf parts of a message, in order (see the module docstring). Never raises."""
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = parse_message(raw)
     except Exception:  # noqa: BLE001 - the parser is lenient; this is a last resort
-        return [PartInfo("1", "application/octet-stream", None, len(raw), None, sniff(raw[:64]))]
+        return unparsable_parts(raw)
+    return parts_of(msg)
+
+
+def unparsable_parts(raw: bytes) -> list[PartInfo]:
+    """The part list of a message the parser gave up on: one opaque leaf."""
+    return [PartInfo("1", "application/octet-stream", None, len(raw), None, sniff(raw[:64]))]
+
+
+def parts_of(msg: Message) -> list[PartInfo]:
+    """The leaf parts of an already parsed message (see :func:`list_parts`). Never raises."""
     parts: list[PartInfo] = []
     try:
         for info in _walk(msg, "", 0):
@@ -391,7 +406,7 @@ def get_part_payload(raw: bytes, index: str) -> bytes | None:
     Used by readers (webmail, XDM listing) after :func:`list_parts` found the part of interest.
     """
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = parse_message(raw)
     except Exception:  # noqa: BLE001
         return None
     found = _find(msg, "", index, 0)

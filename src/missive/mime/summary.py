@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from missive.mime.parsing import parse_message
+
 _MAX_HEADER = 2000
 
 
@@ -84,7 +86,13 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def summarize(raw: bytes) -> MessageSummary:
-    msg = parse(raw)
+    """The summary of a message (one parse; see :func:`missive.mime.analysis.analyze` to get
+    the part list from the same parse)."""
+    return summary_of(parse_message(raw), raw)
+
+
+def summary_of(msg: EmailMessage, raw: bytes) -> MessageSummary:
+    """The summary of ``msg``, already parsed from ``raw``."""
     froms = _addresses(msg, "From")
     s = MessageSummary(size=len(raw))
     s.subject = _text(msg, "Subject")

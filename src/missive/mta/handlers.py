@@ -37,7 +37,9 @@ from missive.certs.tls import ServerTLS
 from missive.config import Settings
 from missive.directory.recipients import RecipientInfo, resolve_recipient
 from missive.errors import PolicyRefusal
-from missive.mime.summary import MessageSummary, summarize
+from missive.mime.analysis import analyze
+from missive.mime.parts import PartInfo
+from missive.mime.summary import MessageSummary
 from missive.mta import codes, dsn
 from missive.mta.framing import BareLineEnding, has_bare_line_ending
 from missive.mta.limits import Limits
@@ -192,15 +194,18 @@ class BaseHandler:
                                            "bare CR or LF in the message data")
         try:
             check_size(len(raw), self.settings.mta.max_message_size)
-            summary = summarize(raw)
-            await self.check_message(s, env, raw, summary)
+            # One parse for the summary (sealed with the message, P6) and the parts (P9).
+            summary, parts = analyze(raw)
+            await self.check_message(s, env, raw, summary, parts)
         except PolicyRefusal as err:
             return await self.refuse(s, "data", err)
         return await self.deliver(s, env, raw, summary)
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary) -> None:
-        """Role-specific checks after DATA; raise :class:`PolicyRefusal` to refuse."""
+                            summary: MessageSummary, parts: list[PartInfo]) -> None:
+        """Role-specific checks after DATA; raise :class:`PolicyRefusal` to refuse.
+
+        ``summary`` and ``parts`` are :func:`missive.mime.analyze` of ``raw``."""
 
     def close_conversation(self, session: SmtpSession, summary: MessageSummary) -> bool:
         return False

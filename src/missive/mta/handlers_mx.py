@@ -25,7 +25,7 @@ from missive.certs import identity
 from missive.certs.errors import CertError
 from missive.directory.trust import cas_of, list_trust_domains, trust_domain_for
 from missive.errors import PolicyRefusal
-from missive.mime.parts import list_parts
+from missive.mime.parts import PartInfo
 from missive.mime.summary import MessageSummary
 from missive.mta import codes
 from missive.mta.handlers import (
@@ -124,8 +124,8 @@ class MxHandler(BaseHandler):
         return codes.RECIPIENT_HELD if plan.held else codes.RECIPIENT_OK
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary) -> None:
-        check_attachments(list_parts(raw), frozenset(self.settings.mta.attachment_allowlist))
+                            summary: MessageSummary, parts: list[PartInfo]) -> None:
+        check_attachments(parts, frozenset(self.settings.mta.attachment_allowlist))
 
     def delivery_actor(self, session: SmtpSession) -> str | None:
         return f"operator:{session.peer_domain}" if session.peer_domain else "operator"

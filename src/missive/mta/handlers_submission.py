@@ -26,7 +26,7 @@ from missive.directory.delegates import in_care_team
 from missive.directory.patients import find_patient
 from missive.directory.professionals import find_professional
 from missive.errors import PolicyRefusal
-from missive.mime.parts import list_parts
+from missive.mime.parts import PartInfo
 from missive.mime.summary import MessageSummary
 from missive.mta import codes
 from missive.mta.auth import AuthMechanisms
@@ -152,7 +152,7 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         return codes.RECIPIENT_HELD if plan.held else codes.RECIPIENT_OK
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary) -> None:
+                            summary: MessageSummary, parts: list[PartInfo]) -> None:
         principal = session.principal
         if principal is None:  # aiosmtpd refuses DATA before AUTH; belt and braces
             check_submission_ready(tls=session.tls is not None, authenticated=False)
@@ -160,7 +160,7 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         headers = read_headers(raw)
         check_sender_headers(principal.addresses, parse_address_header(headers.from_values),
                              parse_address_header(headers.sender_values) or None)
-        check_attachments(list_parts(raw), frozenset(self.settings.mta.attachment_allowlist))
+        check_attachments(parts, frozenset(self.settings.mta.attachment_allowlist))
         if principal.kind == "patient":
             await self._check_patient_message(principal, envelope, summary)
 
