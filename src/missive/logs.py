@@ -37,5 +37,7 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Transcripts of mail.log would include envelope addresses at DEBUG: keep them at WARNING.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # Libraries whose DEBUG output carries data (SMTP transcripts with addresses, SQL with
+    # parameters such as an INS): never below WARNING, whatever the level asked for.
+    for name in ("mail.log", "aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -24,11 +24,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
+from missive.directory import logins as accounts
 from missive.directory import validate
 from missive.directory.errors import InvalidField
 from missive.directory.models import DelegatePerson, Patient
 from missive.directory.passwords import hash_password, verify_password
-from missive.webmail import accounts, codes, totp
+from missive.webmail import codes, totp
 from missive.webmail.app import page
 from missive.webmail.deps import Web, WebDep, current_session
 from missive.webmail.otp import Channel, OtpDeliveryError

@@ -17,12 +17,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
+from missive.directory import logins as accounts
 from missive.directory import validate
 from missive.directory.delegates import add_delegate, list_delegates, revoke_delegate
 from missive.directory.errors import Conflict, InvalidField
 from missive.directory.models import Patient
 from missive.errors import NotFound
-from missive.webmail import accounts, invitations
+from missive.webmail import invitations
 from missive.webmail.app import page
 from missive.webmail.deps import Viewer, ViewerDep, Web, WebDep, current_session
 from missive.webmail.passwords import password_problem

@@ -1,4 +1,4 @@
-"""Who a login designates (the only directory queries the webmail makes itself).
+"""Who a webmail login designates: a patient (INS or registered e-mail) or a caregiver.
 
 A login is a matricule INS (a patient), or an e-mail address: the patient whose registered
 e-mail it is — only when exactly one patient has it (a family address shared by several
