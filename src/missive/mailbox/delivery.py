@@ -15,6 +15,12 @@ recipient and returns only once everything is durable; ``abort`` drops it. Atomi
   fails another; each caller gets its own result or error.
 - A caller that stops waiting (client gone) does not cancel the write: the message may then be
   delivered without the client having seen 250; SMTP tolerates that duplicate, never a loss.
+
+Implementation notes: the batch transaction runs in the writer thread (``Database.run_write``)
+and holds the database write lock, so its statements are SQLAlchemy Core statements built once
+per committer (:class:`_Statements`, bound parameters only) and executed on the session's
+connection, with ``executemany`` / "insertmanyvalues" for the rows of a batch: building ORM
+statements for every batch cost more CPU than the SQL itself.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
@@ -230,6 +236,43 @@ class Delivery:
         return rows
 
 
+def _table(model: type) -> Table:
+    table = getattr(model, "__table__")  # noqa: B009 - typed as a plain FromClause otherwise
+    assert isinstance(table, Table)  # noqa: S101 - declarative models map one Table
+    return table
+
+
+class _Statements:
+    """The batch writer's statements, built once (Core, bound parameters only), so a batch
+    spends its time in the database rather than in statement construction."""
+
+    def __init__(self, dialect: str) -> None:
+        box = _table(Mailbox)
+        folder = _table(Folder)
+        content = _table(Content)
+        outbox = _table(NotificationOutbox)
+        module = pg_dialect if dialect == "postgresql" else sqlite_dialect
+        self.boxes = select(box.c.id, box.c.status, box.c.kind, box.c.used_bytes,
+                            box.c.quota_bytes).where(
+            box.c.id.in_(bindparam("ids", expanding=True)))
+        self.folders = select(folder.c.id, folder.c.mailbox_id, folder.c.name,
+                              folder.c.uidvalidity).where(
+            folder.c.mailbox_id.in_(bindparam("mids", expanding=True)),
+            folder.c.name.in_(bindparam("names", expanding=True)))
+        self.next_uid = update(folder).where(folder.c.id == bindparam("b_id")).values(
+            uidnext=folder.c.uidnext + bindparam("b_n")).returning(folder.c.uidnext)
+        self.next_modseq = update(box).where(box.c.id == bindparam("b_id")).values(
+            highest_modseq=box.c.highest_modseq + bindparam("b_n"),
+            used_bytes=box.c.used_bytes + bindparam("b_size")).returning(box.c.highest_modseq)
+        self.content = insert(content).returning(content.c.id, sort_by_parameter_order=True)
+        self.message = insert(_table(Message))
+        self.correspondent = module.insert(_table(Correspondent)).on_conflict_do_nothing(
+            index_elements=["mailbox_id", "peer_hash"])
+        self.received_ref = insert(_table(ReceivedRef))
+        self.outbox = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
+        self.relay = insert(_table(RelayQueue))
+
+
 class GroupCommitter:
     """Writes queued deliveries in batches, one transaction per batch (see module docstring)."""
 
@@ -238,6 +281,12 @@ class GroupCommitter:
         self._pending: list[_Job] = []
         self._task: asyncio.Task[None] | None = None
         self._inbox_cache: dict[int, tuple[int, int]] = {}
+        self._statements: _Statements | None = None
+
+    def _sql(self, conn: Connection) -> _Statements:
+        if self._statements is None:
+            self._statements = _Statements(conn.dialect.name)
+        return self._statements
 
     async def submit(self, job: _Job) -> DeliveryResult:
         self._pending.append(job)
@@ -266,8 +315,8 @@ class GroupCommitter:
             for job, result in zip(batch, results, strict=True):
                 _resolve(job.future, result=result)
 
-    def _folders(self, s: Session, wanted: set[tuple[int, str]]
-                       ) -> dict[tuple[int, str], tuple[int, int]]:
+    def _folders(self, conn: Connection, wanted: set[tuple[int, str]]
+                 ) -> dict[tuple[int, str], tuple[int, int]]:
         """(mailbox, folder name) -> (folder id, uidvalidity). INBOX ids are cached: INBOX
         can be neither deleted nor renamed away (RFC 3501 §6.3.4–5)."""
         out: dict[tuple[int, str], tuple[int, int]] = {}
@@ -278,10 +327,9 @@ class GroupCommitter:
             else:
                 missing.add(key)
         if missing:
-            rows = (s.execute(select(Folder.id, Folder.mailbox_id, Folder.name,
-                                           Folder.uidvalidity).where(
-                Folder.mailbox_id.in_({m for m, _ in missing}),
-                Folder.name.in_({n for _, n in missing})))).all()
+            rows = conn.execute(self._sql(conn).folders, {
+                "mids": sorted({m for m, _ in missing}),
+                "names": sorted({n for _, n in missing})}).all()
             for fid, mid, name, validity in rows:
                 if (mid, name) in missing:
                     out[(mid, name)] = (fid, validity)
@@ -298,15 +346,15 @@ class GroupCommitter:
     def _write_sync(self, s: Session, batch: list[_Job]) -> list[DeliveryResult]:
         """The batch transaction, on a synchronous session (see ``Database.run_write``)."""
         store = self.store
+        conn = s.connection()
+        sql = self._sql(conn)
         now = utcnow()
         results = [DeliveryResult() for _ in batch]
         ids = {c.mailbox_id for job in batch for c in job.copies}
-        boxes = {row[0]: (row[1], row[2], row[3], row[4]) for row in (s.execute(
-            select(Mailbox.id, Mailbox.status, Mailbox.kind, Mailbox.used_bytes,
-                   Mailbox.quota_bytes).where(Mailbox.id.in_(ids)))
-        ).all()} if ids else {}
-        folders = self._folders(s, {(c.mailbox_id, c.folder)
-                                    for job in batch for c in job.copies})
+        boxes = {row[0]: (row[1], row[2], row[3], row[4]) for row in conn.execute(
+            sql.boxes, {"ids": sorted(ids)}).all()} if ids else {}
+        folders = self._folders(conn, {(c.mailbox_id, c.folder)
+                                       for job in batch for c in job.copies})
         used_now = {mid: box[2] for mid, box in boxes.items()}
         for job in batch:
             for c in job.copies:
@@ -332,24 +380,20 @@ class GroupCommitter:
                 per_box[c.mailbox_id] = (n + 1, size + c.size)
         next_uid: dict[int, int] = {}
         for fid, count in sorted(per_folder.items()):
-            end = (s.execute(update(Folder).where(Folder.id == fid).values(
-                uidnext=Folder.uidnext + count).returning(Folder.uidnext))).scalar_one()
+            end = conn.execute(sql.next_uid, {"b_id": fid, "b_n": count}).scalar_one()
             next_uid[fid] = end - count
         next_modseq: dict[int, int] = {}
         for mid, (count, size) in sorted(per_box.items()):
-            end = (s.execute(update(Mailbox).where(Mailbox.id == mid).values(
-                highest_modseq=Mailbox.highest_modseq + count,
-                used_bytes=Mailbox.used_bytes + size).returning(Mailbox.highest_modseq))
-            ).scalar_one()
+            end = conn.execute(sql.next_modseq,
+                               {"b_id": mid, "b_n": count, "b_size": size}).scalar_one()
             next_modseq[mid] = end - count + 1
         copies = [(i, c) for i, job in enumerate(batch) for c in job.copies]
         content_ids: list[int] = []
         if copies:
-            content_ids = list((s.execute(
-                insert(Content).returning(Content.id, sort_by_parameter_order=True),
-                [{"mailbox_id": c.mailbox_id, "suite": c.suite, "sealed_key": c.sealed_key,
-                  "meta": c.meta, "body": c.body, "size": c.size, "created_at": now}
-                 for _, c in copies])).scalars())
+            content_ids = list(conn.execute(sql.content, [
+                {"mailbox_id": c.mailbox_id, "suite": c.suite, "sealed_key": c.sealed_key,
+                 "meta": c.meta, "body": c.body, "size": c.size, "created_at": now}
+                for _, c in copies]).scalars())
         messages: list[dict[str, object]] = []
         correspondents: list[dict[str, object]] = []
         refs: list[dict[str, object]] = []
@@ -386,17 +430,13 @@ class GroupCommitter:
                 details={"uid": uid, "folder": c.folder, "size": c.size,
                          "source": job.source}))
         if messages:
-            s.execute(insert(Message), messages)
+            conn.execute(sql.message, messages)
         if correspondents:
-            s.execute(_insert_ignore(s, Correspondent, ["mailbox_id", "peer_hash"]),
-                            _unique(correspondents, ("mailbox_id", "peer_hash")))
+            conn.execute(sql.correspondent, _unique(correspondents, ("mailbox_id", "peer_hash")))
         if refs:
-            s.execute(insert(ReceivedRef), refs)
+            conn.execute(sql.received_ref, refs)
         if outbox:
-            ids_out = list((s.execute(
-                insert(NotificationOutbox).returning(NotificationOutbox.id,
-                                                     sort_by_parameter_order=True),
-                [row for _, row in outbox])).scalars())
+            ids_out = list(conn.execute(sql.outbox, [row for _, row in outbox]).scalars())
             for (i, _), oid in zip(outbox, ids_out, strict=True):
                 results[i].outbox_ids.append(oid)
         for i, job in enumerate(batch):
@@ -406,10 +446,13 @@ class GroupCommitter:
                 s.execute(update(Conversation).where(
                     Conversation.thread_hash == job.thread_hash,
                     Conversation.closed_at.is_(None)).values(closed_at=now))
+            if job.relays:
+                conn.execute(sql.relay, [
+                    {"domain": r.domain, "state": "pending", "attempts": 0, "suite": r.suite,
+                     "sealed_key": r.sealed_key, "envelope": r.envelope, "body": r.body,
+                     "size": r.size, "created_at": now, "next_attempt_at": now}
+                    for r in job.relays])
             for r in job.relays:
-                s.add(RelayQueue(domain=r.domain, state="pending", attempts=0, suite=r.suite,
-                                 sealed_key=r.sealed_key, envelope=r.envelope, body=r.body,
-                                 size=r.size, created_at=now, next_attempt_at=now))
                 results[i].relayed.extend(r.recipients)
                 entries.append(audit.Entry("message.relay_queued", actor=job.actor,
                                            details={"domain": r.domain,
