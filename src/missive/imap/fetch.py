@@ -26,7 +26,8 @@ from email.message import Message
 from missive.imap.encode import NIL, nstring, paren, quoted_or_literal
 from missive.imap.parser import Section
 
-__all__ = ["MimePart", "bodystructure", "envelope", "parse_mime", "section_bytes"]
+__all__ = ["MimePart", "bodystructure", "envelope", "parse_fields", "parse_mime",
+           "section_bytes", "split_header"]
 
 MAX_DEPTH = 20
 MAX_PARTS = 1000
@@ -60,7 +61,8 @@ class MimePart:
         return self.ctype.split("/", 1)[1]
 
 
-def _split(raw: bytes) -> tuple[bytes, bytes]:
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """(header with the empty line ending it, body), cut at the first empty line."""
     if raw.startswith((b"\r\n", b"\n")):
         cut = 2 if raw.startswith(b"\r\n") else 1
         return raw[:cut], raw[cut:]
@@ -68,6 +70,62 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
     if m is None:
         return raw, b""
     return raw[:m.end()], raw[m.end():]
+
+
+#: RFC 5322 §2.2 / §3.6.8: a field name (printable ASCII but ":") followed by a colon.
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+:")
+
+
+def parse_fields(header: bytes) -> Message:
+    """The header fields of one header block, as the standard library's ``compat32`` parser
+    reads them (values as written, folding kept).
+
+    The common header (ASCII, every line a ``name: value`` field or a continuation, CRLF or LF
+    line ends) is read by a direct loop, several times faster than ``email.feedparser``; anything
+    else (8-bit octets, a bare CR, a Unix ``From`` line, a line that is neither a field nor a
+    continuation) goes to the standard parser, which records the defects.
+    """
+    fields = _simple_fields(header)
+    if fields is not None:
+        return fields
+    try:
+        return _HEADER_PARSER.parsebytes(header)
+    except Exception:  # noqa: BLE001 - a header the parser rejects: no fields
+        return Message()
+
+
+def _simple_fields(header: bytes) -> Message | None:
+    if not header.isascii() or header.count(b"\r") != header.count(b"\r\n"):
+        return None
+    msg = Message()
+    name: str | None = None
+    value: list[str] = []
+    lines = header.decode("ascii").split("\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if i == last:
+            if line:  # a header block not ending with a line end
+                return None
+            break
+        if line in ("", "\r"):  # the empty line that ends the header (RFC 5322 §2.1)
+            if i != last - 1:
+                return None
+            break
+        if line[0] in " \t":  # RFC 5322 §2.2.3: a folded continuation line
+            if name is None:
+                return None
+            value.append(line + "\n")
+            continue
+        m = _FIELD_NAME.match(line)
+        if m is None:
+            return None
+        if name is not None:
+            msg.set_raw(name, "".join(value).rstrip("\r\n"))
+        name = line[:m.end() - 1]
+        value = [line[m.end():].lstrip(" \t") + "\n"]
+    if name is not None:
+        msg.set_raw(name, "".join(value).rstrip("\r\n"))
+    return msg
 
 
 def _ctype(fields: Message, default: str) -> str:
@@ -84,11 +142,8 @@ def parse_mime(raw: bytes, default: str = "text/plain", depth: int = 0,
                budget: list[int] | None = None) -> MimePart:
     """The MIME tree of ``raw`` (a message or a part)."""
     budget = budget if budget is not None else [MAX_PARTS]
-    header, body = _split(raw)
-    try:
-        fields = _HEADER_PARSER.parsebytes(header)
-    except Exception:  # noqa: BLE001 - a header the parser rejects: no fields
-        fields = Message()
+    header, body = split_header(raw)
+    fields = parse_fields(header)
     ctype = _ctype(fields, default)
     part = MimePart(header, body, fields, ctype)
     budget[0] -= 1

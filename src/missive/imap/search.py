@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import email
 import email.header
-import email.parser
 import email.policy
 import email.utils
 import re
@@ -24,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.message import Message
 
+from missive.imap.fetch import parse_fields, split_header
 from missive.imap.parser import SearchKey, SeqSet
 from missive.mailbox.store import MessageInfo
 
 __all__ = ["Candidate", "HeaderFields", "header_fields", "matches", "needs_body",
            "needs_content"]
 
-_HEADERS = email.parser.BytesParser(policy=email.policy.compat32)
 _CONTENT_OPS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
                           "SENTBEFORE", "SENTON", "SENTSINCE"})
 
@@ -56,7 +55,7 @@ HeaderFields = tuple[tuple[str, str], ...]
 
 def header_fields(raw: bytes) -> HeaderFields:
     try:
-        msg = _HEADERS.parsebytes(raw, headersonly=True)
+        msg = parse_fields(split_header(raw)[0])
         return tuple((k.lower(), re.sub(r"\r?\n(?=[ \t])", "", str(v)))
                      for k, v in msg.items())
     except Exception:  # noqa: BLE001 - unparsable header: nothing to match

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+
 import pytest
 
 from missive.imap import encode, utf7
@@ -155,3 +158,32 @@ def test_astring_and_nil() -> None:
     assert encode.astring("a b") == b'"a b"'
     assert encode.astring("NIL") == b'"NIL"'
     assert encode.nstring(None) == b"NIL"
+
+
+_STDLIB_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+@pytest.mark.parametrize("header,fast", [
+    (b"From: A <a@b.example>\r\nTo: c@d.example,\r\n e@f.example\r\n"
+     b"Subject:  hi \r\n\tthere\r\n\r\n", True),
+    (b"From: a@b\nX:\n\n", True),  # LF line ends, empty value
+    (b"A: 1\r\nA: 2\r\nContent-Type: text/plain; charset=\"utf-8\"; format=flowed\r\n\r\n",
+     True),
+    (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\n", True),
+    (b"X-Empty:\r\n folded\r\n\r\n", True),
+    (b"Subject: no line end after the header\r\n", True),
+    (b"\r\n", True),
+    (b"From someone@example Mon Nov 23 2026\r\nX: y\r\n\r\n", False),  # Unix From line
+    (b"X: caf\xc3\xa9\r\n\r\n", False),  # 8-bit: the stdlib keeps it as unknown-8bit
+    (b" continuation first\r\nX: y\r\n\r\n", False),
+    (b"X: a\rb\r\n\r\n", False),  # a bare CR is a line end for the stdlib parser
+    (b"not a field\r\nX: y\r\n\r\n", False),
+    (b"X: y", False),
+])
+def test_parse_fields_reads_what_the_standard_parser_reads(header: bytes, fast: bool) -> None:
+    from missive.imap.fetch import _simple_fields, parse_fields
+
+    assert (_simple_fields(header) is not None) is fast
+    ours, stdlib = parse_fields(header), _STDLIB_HEADERS.parsebytes(header)
+    assert [(k, str(v)) for k, v in ours.items()] == [(k, str(v)) for k, v in stdlib.items()]
+    assert ours.get_params() == stdlib.get_params()
