@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
     PDF,
     deliver,
@@ -37,6 +36,7 @@ from conftest import (  # type: ignore[import-not-found]
     message,
     web_settings,
 )
+
 from missive.notify import signing
 from missive.runtime import Core
 from missive.webmail import codes

@@ -7,8 +7,7 @@ import html
 import re
 
 import httpx
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
     FakeOtp,
     csrf_of,
@@ -20,6 +19,7 @@ from conftest import (  # type: ignore[import-not-found]
     message,
     new_client,
 )
+
 from missive.directory.delegates import add_delegate
 from missive.directory.models import Delegate
 from missive.runtime import Core

@@ -8,8 +8,7 @@ import zipfile
 
 import httpx
 from sqlalchemy import update
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
     PDF,
     FakeOtp,
@@ -21,6 +20,7 @@ from conftest import (  # type: ignore[import-not-found]
     make_pro,
     message,
 )
+
 from missive.directory.delegates import add_delegate
 from missive.directory.models import Patient
 from missive.mime.summary import parse

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
     PDF,
     FakeOtp,
@@ -22,6 +21,7 @@ from conftest import (  # type: ignore[import-not-found]
     make_pro,
     message,
 )
+
 from missive.directory.models import Patient
 from missive.runtime import Core
 from missive.webmail import codes
@@ -207,7 +207,7 @@ async def test_settings_and_close_account(
 
 async def test_logout_everywhere_ends_other_sessions(
         wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
-    from conftest import new_client  # type: ignore[import-not-found]
+    from webmail_support import new_client  # type: ignore[import-not-found]
 
     await make_patient(wcore, 6)
     await login(client, otp, ins_number(6))
@@ -223,7 +223,7 @@ async def test_logout_everywhere_ends_other_sessions(
 
 async def test_pages_walk_every_message_once_in_both_directions(
         tmp_path: Path, otp: FakeOtp) -> None:
-    from conftest import make_core, new_client, web_settings  # type: ignore[import-not-found]
+    from webmail_support import make_core, new_client, web_settings  # type: ignore[import-not-found]
 
     core = await make_core(web_settings(tmp_path / "d", webmail={"page_size": 3}))
     try:
@@ -366,7 +366,7 @@ async def test_stay_connected_moves_the_idle_deadline_only(
 
 async def test_password_change_needs_the_current_one_and_ends_sessions(
         wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
-    from conftest import new_client  # type: ignore[import-not-found]
+    from webmail_support import new_client  # type: ignore[import-not-found]
 
     await make_patient(wcore, 11)
     await login(client, otp, ins_number(11))

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from webmail_support import web_settings  # type: ignore[import-not-found]
 
-from conftest import web_settings  # type: ignore[import-not-found]
 from missive.notify import signing
 from missive.webmail.otp import ChannelOtpSender, OtpDeliveryError
 

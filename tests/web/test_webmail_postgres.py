@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     FakeOtp,
     csrf_of,
     deliver,
@@ -20,6 +19,7 @@ from conftest import (  # type: ignore[import-not-found]
     message,
     web_settings,
 )
+
 from missive.runtime import Core
 from missive.webmail import codes
 

@@ -8,8 +8,7 @@ import re
 
 import httpx
 import pytest
-
-from conftest import (  # type: ignore[import-not-found]
+from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
     PDF,
     FakeOtp,
@@ -22,6 +21,7 @@ from conftest import (  # type: ignore[import-not-found]
     message,
     new_client,
 )
+
 from missive.directory.delegates import add_delegate, revoke_delegate
 from missive.runtime import Core
 

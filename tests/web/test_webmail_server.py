@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select, update
+from webmail_support import make_core, web_settings  # type: ignore[import-not-found]
 
-from conftest import make_core, web_settings  # type: ignore[import-not-found]
 from missive.db.base import utcnow
 from missive.runtime import serve
 from missive.webmail.models import WebSession
