@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from missive.config import Settings
 from missive.db.engine import Database
 from missive.mailbox import crypto
@@ -67,8 +69,11 @@ async def build_core(settings: Settings, *, with_master_key: bool = True) -> Cor
     events = ChangeBus()
     store = MailboxStore(db, keys, keystore=keystore, suite=settings.store.suite,
                          default_quota=settings.store.default_quota, events=events)
-    return Core(settings=settings, db=db, keys=keys, store=store, events=events,
+    core = Core(settings=settings, db=db, keys=keys, store=store, events=events,
                 keystore=keystore)
+    # One Prometheus registry per process, shared by every front (exposed by the ops front).
+    core.extras["metrics_registry"] = CollectorRegistry()
+    return core
 
 
 class Front(Protocol):

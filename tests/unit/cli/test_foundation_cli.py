@@ -198,9 +198,11 @@ def test_serve_and_demo_listen_report_ports_and_stop(tmp_path: Path, command: st
 async def test_ops_endpoint_serves_health_and_metrics(core: object) -> None:
     import asyncio
 
+    from missive.notify.worker import start as start_notify
     from missive.ops import start
 
     core.settings.ops.port = 0  # type: ignore[attr-defined]
+    worker = await start_notify(core)  # type: ignore[arg-type]
     front = await start(core)  # type: ignore[arg-type]
     try:
         async def get(path: str) -> bytes:
@@ -214,6 +216,8 @@ async def test_ops_endpoint_serves_health_and_metrics(core: object) -> None:
         assert (await get("/readyz")).startswith(b"HTTP/1.0 200")
         metrics = await get("/metrics")
         assert b"missive_queue_pending" in metrics
+        assert b"missive_notify_sent_total" in metrics  # fronts share one registry
         assert (await get("/nothing")).startswith(b"HTTP/1.0 404")
     finally:
         await front.stop()
+        await worker.stop()
