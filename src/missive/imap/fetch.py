@@ -157,6 +157,11 @@ def parse_mime(raw: bytes, default: str = "text/plain", depth: int = 0,
                 part.children.append(parse_mime(chunk, child_default, depth + 1, budget))
                 if budget[0] <= 0:
                     break
+        if not part.children:
+            # RFC 2046 §5.1.1 asks for at least one part; without one the multipart still
+            # shows as a multipart (its header says so) with one empty text part, as Dovecot
+            # does, so that BODYSTRUCTURE and BODY[1] agree with the Content-Type clients see.
+            part.children.append(parse_mime(b"", "text/plain", depth + 1, budget))
     elif ctype in ("message/rfc822", "message/global"):
         part.message = parse_mime(body, "text/plain", depth + 1, budget)
     return part
@@ -245,10 +250,10 @@ def section_bytes(root: MimePart, raw: bytes, section: Section) -> bytes | None:
             return part.header
         target = part.message
         if target is None:
-            if part is root:
-                target = root
-            else:
-                return b""
+            # RFC 3501 §6.4.5: HEADER, HEADER.FIELDS[.NOT] and TEXT after a part number need a
+            # MESSAGE/RFC822 part; for any other part (including part 1 of a single-part
+            # message, which is its body) there is nothing to return.
+            return b""
     else:
         target = root
     if section.text == "HEADER":
@@ -286,12 +291,29 @@ def _addresses(fields: Message, name: str) -> bytes:
     if not values:
         return NIL
     text = ", ".join(re.sub(r"\r?\n(?=[ \t])", "", str(v)) for v in values)
+    out: list[bytes] = []
+    for kind, chunk in _groups(text):
+        if kind == "start":
+            # RFC 3501 §7.4.2: a group starts with (NIL NIL "group name" NIL) ...
+            out.append(paren([NIL, NIL, nstring(chunk or None), NIL]))
+        elif kind == "end":
+            out.append(b"(NIL NIL NIL NIL)")  # ... and ends with an all-NIL address
+        else:
+            mailboxes = _mailboxes(chunk)
+            if mailboxes is None:
+                return NIL
+            out += mailboxes
+    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without spaces.
+    return b"(" + b"".join(out) + b")" if out else NIL
+
+
+def _mailboxes(text: str) -> list[bytes] | None:
     pairs = _simple_addresses(text)
     if pairs is None:
         try:
             pairs = email.utils.getaddresses([text])
         except Exception:  # noqa: BLE001 - unparsable address list
-            return NIL
+            return None
     out: list[bytes] = []
     for display, addr in pairs:
         if not addr and not display:
@@ -299,8 +321,63 @@ def _addresses(fields: Message, name: str) -> bytes:
         local, _, host = addr.rpartition("@") if "@" in addr else (addr, "", "")
         out.append(paren([nstring(display or None), NIL, nstring(local or None),
                           nstring(host or None)]))
-    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without spaces.
-    return b"(" + b"".join(out) + b")" if out else NIL
+    return out
+
+
+def _groups(text: str) -> list[tuple[str, str]]:
+    """An address list cut at its groups (RFC 5322 §3.4: ``name: member, member;``):
+    ("list", addresses), ("start", group name), ("end", ""). Colons and semicolons inside
+    quoted strings, comments, angle brackets (routes) and domain literals are not group marks."""
+    if ":" not in text:
+        return [("list", text)]
+    out: list[tuple[str, str]] = []
+    start, last_comma, in_group = 0, 0, False
+    quoted = escaped = False
+    comment = 0
+    angle = bracket = False
+    for i, c in enumerate(text):
+        if escaped:
+            escaped = False
+        elif c == "\\" and (quoted or comment):
+            escaped = True
+        elif quoted:
+            quoted = c != '"'
+        elif comment:
+            comment += 1 if c == "(" else -1 if c == ")" else 0
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            comment = 1
+        elif c in "<>":
+            angle = c == "<"
+        elif c in "[]":
+            bracket = c == "["
+        elif angle or bracket:
+            continue
+        elif c == "," and not in_group:
+            last_comma = i
+        elif c == ":" and not in_group:
+            if text[start:last_comma].strip(", "):
+                out.append(("list", text[start:last_comma]))
+            out.append(("start", _phrase(text[max(start, last_comma):i].lstrip(","))))
+            start, in_group = i + 1, True
+        elif c == ";" and in_group:
+            out.append(("list", text[start:i]))
+            out.append(("end", ""))
+            start, last_comma, in_group = i + 1, i + 1, False
+    rest = text[start:]
+    if rest.strip(", "):
+        out.append(("list", rest))
+    if in_group:
+        out.append(("end", ""))
+    return out
+
+
+def _phrase(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
 
 
 _ANGLE = re.compile(r"\s*([^<>]*?)\s*<([^<>@\s]+@[^<>@\s]+)>\s*")

@@ -187,3 +187,38 @@ def test_parse_fields_reads_what_the_standard_parser_reads(header: bytes, fast: 
     ours, stdlib = parse_fields(header), _STDLIB_HEADERS.parsebytes(header)
     assert [(k, str(v)) for k, v in ours.items()] == [(k, str(v)) for k, v in stdlib.items()]
     assert ours.get_params() == stdlib.get_params()
+
+
+def test_envelope_group_syntax() -> None:
+    """RFC 3501 §7.4.2: a group is (NIL NIL "name" NIL), its members, then (NIL NIL NIL NIL);
+    an empty group (``Undisclosed recipients:;``) is the two markers alone."""
+    raw = (b"From: a@example.org\r\n"
+           b"To: grp: x@example.org, \"Y; Z\" <y@example.org>;, z@example.org\r\n"
+           b"Cc: Undisclosed recipients:;\r\n"
+           b"Bcc: \"Not: a group\" <n@example.org>, <@route:r@example.org>\r\n\r\n")
+    env = envelope(parse_mime(raw))
+    assert (b' ((NIL NIL "grp" NIL)(NIL NIL "x" "example.org")("Y; Z" NIL "y" "example.org")'
+            b'(NIL NIL NIL NIL)(NIL NIL "z" "example.org"))'
+            b' ((NIL NIL "Undisclosed recipients" NIL)(NIL NIL NIL NIL))'
+            b' (("Not: a group" NIL "n" "example.org")(NIL NIL "r" "example.org")) ') in env
+
+
+def test_header_and_text_need_a_message_part() -> None:
+    """RFC 3501 §6.4.5: ``n.HEADER``/``n.TEXT`` apply to MESSAGE/RFC822 parts only; part 1 of a
+    single-part message is its body, which has no header of its own."""
+    raw = b"Subject: x\r\nTo: y@example.org\r\n\r\nbody\r\n"
+    root = parse_mime(raw)
+    assert section_bytes(root, raw, Section((1,), "HEADER")) == b""
+    assert section_bytes(root, raw, Section((1,), "TEXT")) == b""
+    header = b"Subject: x\r\nTo: y@example.org\r\n\r\n"
+    assert section_bytes(root, raw, Section((1,), "MIME")) == header
+    assert section_bytes(root, raw, Section((), "HEADER")) == header
+
+
+def test_multipart_without_parts_stays_a_multipart() -> None:
+    raw = (b"Subject: x\r\nContent-Type: multipart/mixed; boundary=e\r\n\r\n"
+           b"no parts, only a preamble\r\n")
+    root = parse_mime(raw)
+    assert bodystructure(root) == (b'(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 '
+                                   b'NIL NIL NIL NIL) "MIXED" ("BOUNDARY" "e") NIL NIL NIL)')
+    assert section_bytes(root, raw, Section((1,))) == b""
