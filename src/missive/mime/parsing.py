@@ -11,20 +11,40 @@ for the next read. Header objects are immutable, so the results are exactly thos
 builds for each kind of field (the standard one builds a new class with ``type()`` on every
 read).
 
-The memo lives in the policy instance made for one parse (:func:`parse_message`): nothing is
-shared between messages, and it goes away with the message.
+The memo lives in the policy instance made for one parse (:func:`parse_message`) and goes away
+with the message. Only the fields that repeat from message to message in real traffic and cost
+the most to parse — address fields (``From``, ``To``, ``Cc``, ``Sender``…: a practice writes from
+the same address to the same patients) and the MIME structure fields (``Content-Type``,
+``Content-Transfer-Encoding``, ``Content-Disposition``, ``MIME-Version``) — are also kept in a
+small bounded LRU shared between messages (:func:`_shared_header`), for values up to
+:data:`_SHARED_MAX_VALUE` characters. Such a header object is a pure function of its name and raw
+value, and immutable, so sharing it changes no result; ``Subject``, ``Date``, ``Message-ID`` and
+other per-message fields are never shared.
 """
 
 from __future__ import annotations
 
 import email
 import functools
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import (
+    AddressHeader,
+    ContentDispositionHeader,
+    ContentTransferEncodingHeader,
+    ContentTypeHeader,
+    HeaderRegistry,
+    MIMEVersionHeader,
+)
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from typing import Any
 
 __all__ = ["MemoPolicy", "parse_message"]
+
+#: Longest raw value kept in the shared LRU (longer ones are parsed per message).
+_SHARED_MAX_VALUE = 512
+_SHARED_ENTRIES = 1024
+_SHARED_KINDS: tuple[type, ...] = (AddressHeader, ContentTypeHeader, ContentDispositionHeader,
+                                   ContentTransferEncodingHeader, MIMEVersionHeader)
 
 
 class _ClassCachingRegistry(HeaderRegistry):
@@ -49,6 +69,25 @@ def _registry() -> _ClassCachingRegistry:
     return _ClassCachingRegistry()
 
 
+@functools.cache
+def _shared_policy() -> EmailPolicy[EmailMessage]:
+    return EmailPolicy(header_factory=_registry())
+
+
+@functools.lru_cache(maxsize=_SHARED_ENTRIES)
+def _shared_header(name: str, value: str) -> Any:
+    """The header object for a repeated field, shared between messages (module docstring)."""
+    return _shared_policy().header_fetch_parse(name, value)
+
+
+def _shareable(name: str, value: str) -> bool:
+    if len(value) > _SHARED_MAX_VALUE:
+        return False
+    registry = _registry()
+    cls = registry.registry.get(name.lower(), registry.default_class)
+    return issubclass(cls, _SHARED_KINDS)
+
+
 class MemoPolicy(EmailPolicy):
     """``email.policy.default`` whose header fields are parsed once per (name, value)."""
 
@@ -65,7 +104,10 @@ class MemoPolicy(EmailPolicy):
         key = (name, value)
         found = memo.get(key)
         if found is None:
-            found = memo[key] = super().header_fetch_parse(name, value)
+            if _shareable(name, value):
+                found = memo[key] = _shared_header(name, value)
+            else:
+                found = memo[key] = super().header_fetch_parse(name, value)
         return found
 
 

@@ -136,3 +136,30 @@ def test_memo_returns_one_header_object_per_field() -> None:
 ])
 def test_text_sniffing(head: bytes, expected: str | None) -> None:
     assert sniff(head) == expected
+
+
+def test_repeated_address_and_mime_fields_are_shared_between_messages() -> None:
+    first = parse_message(MESSAGES["rich"])
+    second = parse_message(MESSAGES["rich"])
+    assert first["From"] is second["From"]
+    assert first["Content-Type"] is second["Content-Type"]
+    # Per-message fields are never shared (each parse builds its own).
+    assert first["Subject"] is not second["Subject"]
+    assert first["Subject"] == second["Subject"]
+
+
+def test_shared_fields_still_match_the_default_policy_message_after_message() -> None:
+    base = b"Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody\r\n"
+    for from_value in (b"A <a@example.org>", b'"A, B" <a@example.org>', b"a@example.org",
+                       b"=?utf-8?q?=C3=89lise?= <a@example.org>", b"A <a@example.org>"):
+        raw = b"From: " + from_value + b"\r\n" + base
+        summary, parts = analyze(raw)
+        assert summary == summary_of(_reference(raw), raw)
+        assert parts == parts_of(_reference(raw))
+
+
+def test_long_values_are_not_shared() -> None:
+    long_to = ", ".join(f"p{i}@example.org" for i in range(100)).encode()
+    raw = b"From: a@example.org\r\nTo: " + long_to + b"\r\n\r\nx\r\n"
+    assert parse_message(raw)["To"] is not parse_message(raw)["To"]
+    assert analyze(raw)[0] == summary_of(_reference(raw), raw)
