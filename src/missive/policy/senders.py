@@ -5,6 +5,7 @@ active professionals send), P7 (MX peers are trust-space operators with a verifi
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -52,7 +53,11 @@ def parse_address_header(values: Sequence[str]) -> list[Mailbox]:
     return [(name, addr) for name, addr in email.utils.getaddresses(list(values))]
 
 
+@functools.lru_cache(maxsize=4096)
 def _normal(addr: str) -> str | None:
+    """The normal form of an address, or None if it is not one. Memoised (a pure function):
+    P2 normalises the same owned addresses at every MAIL and every DATA, and IDNA mapping
+    (UTS #46) of the domain is the costly part."""
     try:
         return normalize_address(addr)
     except AddressError:
