@@ -185,9 +185,9 @@ class DemoSmsGateway:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = min(int(line.split(b":", 1)[1]), 65536)
+            for header in head.split(b"\r\n"):
+                if header.lower().startswith(b"content-length:"):
+                    length = min(int(header.split(b":", 1)[1]), 65536)
             body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
             try:
                 data = json.loads(body)
