@@ -78,6 +78,8 @@ AUDIT_DELAY = 1.0
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
                             "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
+_MESSAGE_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE"})
+
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 _ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
 _AUTHED = frozenset({AUTH, SELECTED})
@@ -251,6 +253,11 @@ class Session:
             return
         handler = getattr(self, "do_" + cmd.name.lower().replace(" ", "_"))
         try:
+            if self.state == SELECTED and cmd.name in _MESSAGE_COMMANDS:
+                # Catch up first, as Dovecot does: a message delivered since the last command
+                # is announced (EXISTS) and answered within this command rather than left out
+                # of, say, UID FETCH n:* until the next one (RFC 9051 §7.4.1, §7.5.1).
+                await self.sync(expunges=not _hides_expunge(cmd))
             result = await handler(cmd)
         except Refusal as r:
             self._tagged(cmd.tag, r.status, r.text, r.code)
