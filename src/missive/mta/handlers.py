@@ -24,7 +24,7 @@ import email.parser
 import email.policy
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -63,10 +63,40 @@ class FrontContext:
     tls: dict[str, ServerTLS] = field(default_factory=dict)
     #: CRLs we hold (our CA's and ``certs.crl_files``), refreshed with the trust space.
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    #: Directory lookups under way, by cache key (see :func:`cached_lookup`).
+    inflight: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
         return self.core.settings
+
+
+async def cached_lookup(ctx: FrontContext, key: str,
+                        load: Callable[[], Awaitable[object]]) -> object:
+    """A directory answer from the front's TTL cache, else from ``load()``, then cached.
+
+    When the cache is on (``mta.directory_cache_seconds`` > 0), concurrent misses for one key
+    share a single lookup (ten sessions writing to the same patient when its entry expires
+    ask the directory once, not ten times). The lookup runs as its own task, so a caller that
+    goes away does not cancel it for the others; its error reaches every caller.
+    """
+    cache = ctx.limits.directory
+    found = cache.get(key)
+    if found is not None:
+        return found
+    if cache.ttl <= 0:
+        return await load()
+    task = ctx.inflight.get(key)
+    if task is None:
+        async def run() -> object:
+            value = await load()
+            cache.put(key, value)
+            return value
+
+        task = asyncio.ensure_future(run())
+        ctx.inflight[key] = task
+        task.add_done_callback(lambda _: ctx.inflight.pop(key, None))
+    return await asyncio.shield(task)
 
 
 @dataclass(frozen=True)
@@ -300,16 +330,14 @@ async def lookup_recipient(ctx: FrontContext, address: str, *, port: Port,
                            sender_kind: SenderKind) -> tuple[RecipientInfo, RecipientFacts]:
     """Directory facts about one RCPT address, in the shape :func:`check_recipient` takes.
 
-    Answers are reused for ``mta.directory_cache_seconds`` (see :class:`TtlCache`).
+    Answers are reused for ``mta.directory_cache_seconds`` (see :func:`cached_lookup`).
     """
-    cache = ctx.limits.directory
-    cached = cache.get("rcpt\x00" + address.lower())
-    if isinstance(cached, RecipientInfo):
-        info = cached
-    else:
+    async def load() -> object:
         async with ctx.core.db.read() as s:
-            info = await resolve_recipient(s, address, ctx.settings)
-        cache.put("rcpt\x00" + address.lower(), info)
+            return await resolve_recipient(s, address, ctx.settings)
+
+    info = await cached_lookup(ctx, "rcpt\x00" + address.lower(), load)
+    assert isinstance(info, RecipientInfo)  # noqa: S101 - only RecipientInfo under rcpt keys
     if info.kind == "patient":
         kind = RecipientKind.LOCAL_PATIENT
     elif info.kind == "professional":

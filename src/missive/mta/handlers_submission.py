@@ -33,6 +33,7 @@ from missive.mta.auth import AuthMechanisms
 from missive.mta.handlers import (
     BaseHandler,
     accept_recipient,
+    cached_lookup,
     lookup_recipient,
     plan_for,
     rcpt_limit_reached,
@@ -81,13 +82,9 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         return out
 
     async def _current_status(self, principal: Principal) -> str:
-        cache = self.ctx.limits.directory
         key = f"status\x00{principal.kind}\x00{principal.login}"
-        cached = cache.get(key)
-        if isinstance(cached, str):
-            return cached
-        status = await self._load_status(principal)
-        cache.put(key, status)
+        status = await cached_lookup(self.ctx, key, lambda: self._load_status(principal))
+        assert isinstance(status, str)  # noqa: S101 - only statuses under status keys
         return status
 
     async def _load_status(self, principal: Principal) -> str:
