@@ -763,6 +763,36 @@ class MailboxSession:
                 Message.folder_id == f.id).order_by(Message.uid))).scalars())
         return highest, changed, [int(u) for u in uids]
 
+    async def view_changes(self, name: str, modseq: int, known: int,
+                           last_uid: int) -> tuple[int, list[MessageInfo], list[int] | None]:
+        """:meth:`changes_since` for a client that holds ``known`` messages, the highest UID
+        ``last_uid`` (an IMAP selected view): the same ``(highest modseq, changed messages,
+        every UID)``, except that every UID of the folder is read only when some were
+        expunged, i.e. when fewer than ``known`` messages with a UID up to ``last_uid``
+        remain (UIDs are never reused, RFC 3501 §2.3.1.1); otherwise the list is None.
+        Read-only; with many sessions on one folder, each flag change would otherwise make
+        every other session read the whole UID list."""
+        async with self.db.read() as s:
+            highest = int((await s.execute(select(Mailbox.highest_modseq).where(
+                Mailbox.id == self.mailbox_id))).scalar_one())
+            if highest <= modseq:
+                return highest, [], None
+            f = await self._folder(s, name)
+            rows = (await s.execute(select(
+                Message.id, Message.uid, Message.flags, Message.internal_date, Message.size,
+                Message.modseq, Message.content_id).where(
+                Message.mailbox_id == self.mailbox_id, Message.folder_id == f.id,
+                Message.modseq > modseq).order_by(Message.uid))).all()
+            changed = [MessageInfo(r[0], r[1], _flags_set(r[2]), r[3], r[4], r[5], r[6])
+                       for r in rows]
+            remaining = int((await s.execute(select(func.count(Message.id)).where(
+                Message.folder_id == f.id, Message.uid <= last_uid))).scalar_one())
+            if remaining == known:
+                return highest, changed, None
+            uids = list((await s.execute(select(Message.uid).where(
+                Message.folder_id == f.id).order_by(Message.uid))).scalars())
+        return highest, changed, [int(u) for u in uids]
+
     async def search_text(self, name: str, query: str, *,
                           uids: Sequence[int] | None = None) -> list[int]:
         """UIDs whose decrypted summary or body contains ``query`` (case-insensitive).

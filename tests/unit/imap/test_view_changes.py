@@ -1,0 +1,28 @@
+"""``MailboxSession.view_changes``, the catch-up read behind every IMAP command: the whole UID
+list is read only when something was expunged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def test_view_changes_reads_uids_only_after_an_expunge(core: Any) -> None:
+    async with core.db.write() as s:
+        mid: int = await core.store.create_mailbox(s, kind="professional")
+    mbox = await core.store.open(mid)
+    for i in range(5):
+        await mbox.append("INBOX", b"Subject: %d\r\n\r\nbody\r\n" % i)
+    start = await mbox.highest_modseq()
+    assert await mbox.view_changes("INBOX", start, 5, 5) == (start, [], None)
+    await mbox.store_flags("INBOX", [2], ["\\Seen"], "add")
+    highest, changed, uids = await mbox.view_changes("INBOX", start, 5, 5)
+    assert highest > start and [m.uid for m in changed] == [2] and uids is None
+    assert "\\Seen" in changed[0].flags
+    await mbox.store_flags("INBOX", [4], ["\\Deleted"], "add")
+    await mbox.expunge("INBOX")
+    highest, changed, uids = await mbox.view_changes("INBOX", start, 5, 5)
+    assert uids == [1, 2, 3, 5]
+    await mbox.append("INBOX", b"Subject: new\r\n\r\nbody\r\n")
+    # A client that already knows the expunge (4 messages up to UID 5) sees only the new one.
+    _, changed, uids = await mbox.view_changes("INBOX", highest, 4, 5)
+    assert [m.uid for m in changed] == [6] and uids is None
