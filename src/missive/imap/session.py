@@ -297,11 +297,12 @@ class Session:
         if changed is not None:
             changed.clear()
         self._pending = False
-        highest, changes, uids = await mbox.changes_since(view.name, view.modseq)
-        if uids is None:
+        highest, changes, uids = await mbox.view_changes(
+            view.name, view.modseq, len(view.uids), view.uids[-1] if view.uids else 0)
+        if highest <= view.modseq:
             return
-        present = set(uids)
-        gone = [u for u in view.uids if u not in present]
+        present = set(uids) if uids is not None else None  # None: nothing was expunged
+        gone = [u for u in view.uids if u not in present] if present is not None else []
         if gone and not expunges:
             # Keep view.modseq so that the next sync looks again and reports them.
             self._pending = True
