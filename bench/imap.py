@@ -1,7 +1,9 @@
 """IMAP benchmark: Missive's IMAP front beside Debian's Dovecot, same messages, same client.
 
 Run: ``.venv/bin/python bench/imap.py [--messages 1000] [--bodies 1000] [--seconds 20]
-[--clients 10] [--no-dovecot]``. Prints one line per measure and the Missive/Dovecot ratio
+[--clients 10] [--no-dovecot]``; ``--compare`` instead sends the same FETCH and SEARCH commands
+to both servers over tricky messages and prints the responses that differ (Debian does not
+package Dovecot's imaptest). Prints one line per measure and the Missive/Dovecot ratio
 (target ≥ 0.7 while decrypting: every body Missive serves is opened with the mailbox key).
 
 Workloads, both servers over TLS on 127.0.0.1 with Python's imaplib as the client:
@@ -25,6 +27,7 @@ import contextlib
 import imaplib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -310,6 +313,152 @@ def mixed(t: Target, clients: int, seconds: float, total: int) -> tuple[float, i
     return sum(counts) / seconds, sum(counts)
 
 
+# --- compliance: the same commands against both servers (Debian packages no imaptest) ---------
+
+M1 = (b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+      b"From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+      b"Subject: afternoon meeting\r\n"
+      b"To: mooch@owatagu.siam.edu.example\r\n"
+      b"Cc: Undisclosed recipients:;\r\n"
+      b"Reply-To: \"Fred (work)\" <fred@work.example>, ops@x.example\r\n"
+      b"In-Reply-To: <a@b>\r\n"
+      b"Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+      b"MIME-Version: 1.0\r\n"
+      b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+      b"\r\n"
+      b"This is a multi-part message in MIME format.\r\n"
+      b"--outer\r\n"
+      b"Content-Type: multipart/alternative; boundary=alt\r\n"
+      b"\r\n"
+      b"--alt\r\n"
+      b"Content-Type: text/plain; charset=utf-8\r\n"
+      b"Content-Transfer-Encoding: quoted-printable\r\n"
+      b"\r\n"
+      b"Caf=C3=A9 at 3:30?\r\n"
+      b"Second line\r\n"
+      b"--alt\r\n"
+      b"Content-Type: text/html; charset=\"utf-8\"\r\n"
+      b"Content-ID: <html1@x>\r\n"
+      b"Content-Description: HTML version\r\n"
+      b"Content-Language: fr\r\n"
+      b"\r\n"
+      b"<p>Caf&eacute; at 3:30?</p>\r\n"
+      b"--alt--\r\n"
+      b"\r\n"
+      b"--outer\r\n"
+      b"Content-Type: application/pdf; name=\"report 1.pdf\"\r\n"
+      b"Content-Transfer-Encoding: base64\r\n"
+      b"Content-Disposition: attachment; filename=\"report 1.pdf\"; size=12\r\n"
+      b"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\r\n"
+      b"\r\n"
+      b"JVBERi0xLjQK\r\n"
+      b"--outer\r\n"
+      b"Content-Type: message/rfc822\r\n"
+      b"Content-Disposition: inline\r\n"
+      b"\r\n"
+      b"From: Bob <bob@example.org>\r\n"
+      b"Sender: secretary@example.org\r\n"
+      b"To: alice@example.org, \"Carol Q.\" <carol@example.org>\r\n"
+      b"Subject: =?iso-8859-1?q?r=E9sum=E9?=\r\n"
+      b"Date: Tue, 8 Feb 1994 10:00:00 +0100\r\n"
+      b"Content-Type: multipart/mixed; boundary=inner\r\n"
+      b"\r\n"
+      b"--inner\r\n"
+      b"\r\n"
+      b"implicit text/plain\r\n"
+      b"--inner\r\n"
+      b"Content-Type: image/png\r\n"
+      b"Content-Transfer-Encoding: base64\r\n"
+      b"\r\n"
+      b"iVBORw0KGgo=\r\n"
+      b"--inner--\r\n"
+      b"--outer--\r\n"
+      b"epilogue\r\n")
+M2 = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: plain\r\n\r\nline 1\r\nline 2\r\n"
+M3 = (b"From: \"Last, First\" <lf@example.org>\r\n"
+      b"To: grp: x@example.org, y@example.org;, z@example.org\r\n"
+      b"Subject:\r\nDate: bogus\r\nMessage-ID: <m3@x>\r\n"
+      b"Content-Type: text/plain; charset=us-ascii; format=flowed\r\n"
+      b"Content-Transfer-Encoding: 8bit\r\n\r\nno trailing newline")
+M4 = (b"From: a@example.org\r\nSubject: digest\r\n"
+      b"Content-Type: multipart/digest; boundary=d\r\n\r\n"
+      b"--d\r\n\r\nFrom: x@example.org\r\nSubject: one\r\n\r\nfirst\r\n"
+      b"--d\r\nContent-Type: text/plain\r\n\r\nnot a message\r\n--d--\r\n")
+M5 = (b"From: a@example.org\r\nSubject: empty multipart\r\n"
+      b"Content-Type: multipart/mixed; boundary=e\r\n\r\nno parts here\r\n")
+COMPARE_MESSAGES = [M1, M2, M3, M4, M5]
+_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.SIZE",
+          "BODY.PEEK[HEADER.FIELDS (From Subject)]", "BODY.PEEK[HEADER.FIELDS.NOT (From Subject)]",
+          "BODY.PEEK[TEXT]", "BODY.PEEK[1]", "BODY.PEEK[1.MIME]", "BODY.PEEK[2]",
+          "BODY.PEEK[1.1]", "BODY.PEEK[3.HEADER]", "BODY.PEEK[3.TEXT]", "BODY.PEEK[3.1]",
+          "BODY.PEEK[3.2.MIME]", "BODY.PEEK[3.2]", "BODY.PEEK[]<5.20>", "BODY.PEEK[1]<0.4>",
+          "BODY.PEEK[4]", "BINARY.PEEK[1.1]", "BINARY.SIZE[1.1]", "BINARY.PEEK[2]",
+          "BODY.PEEK[1.HEADER]")
+_SEARCHES = ("SUBJECT meeting", "FROM bob", "TEXT implicit", "BODY caf",
+             "HEADER Content-Type digest", "LARGER 500", "SMALLER 200", "NOT SUBJECT plain",
+             "OR SUBJECT plain SUBJECT digest", "2:4 NOT 3", "UID 1:3", "SENTBEFORE 1-Jan-2000",
+             'HEADER Subject ""', "TO carol", "CC undisclosed", "ALL", "9", "SUBJECT résumé",
+             'CHARSET UTF-8 SUBJECT "résumé"', "NEW", "RECENT", "UNKEYWORD foo", "*", "5:*",
+             "6:*", 'TEXT ""')
+COMPARE_COMMANDS = [f"FETCH {n} ({item})" for n in range(1, len(COMPARE_MESSAGES) + 1)
+                    for item in _ITEMS] + [f"SEARCH {key}" for key in _SEARCHES]
+
+
+def transcript(t: Target) -> dict[str, list[bytes]]:
+    """Each of :data:`COMPARE_COMMANDS`' responses (literals inlined, tagged line reduced to
+    its status) from a read-only session."""
+    c = t.connect()
+    c.select("INBOX", readonly=True)
+    out: dict[str, list[bytes]] = {}
+    for cmd in COMPARE_COMMANDS:
+        tag = c._new_tag()
+        c.send(tag + b" " + cmd.encode() + b"\r\n")
+        lines: list[bytes] = []
+        while True:
+            line = c._get_line()
+            lines.append(line.split(b" ", 2)[1] if line.startswith(tag) else line)
+            m = re.search(rb"\{(\d+)\}$", line)
+            if m:
+                lines.append(c.read(int(m.group(1))))
+            if line.startswith(tag):
+                break
+        out[cmd] = lines
+    c.logout()
+    return out
+
+
+def compare(tmp: Path) -> int:
+    """Print the commands whose responses differ between Missive and Dovecot."""
+    import queue
+
+    found: queue.Queue[tuple[Target, Any]] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve_messages() -> None:
+        async with missive(tmp, COMPARE_MESSAGES, []) as (target, settings):
+            found.put((target, settings))
+            await asyncio.to_thread(stop.wait)
+
+    th = threading.Thread(target=lambda: asyncio.run(serve_messages()))
+    th.start()
+    try:
+        target, settings = found.get(timeout=120)
+        ours = transcript(target)
+        with dovecot(tmp, settings, COMPARE_MESSAGES, []) as theirs_target:
+            theirs = transcript(theirs_target)
+    finally:
+        stop.set()
+        th.join()
+    differences = 0
+    for cmd in COMPARE_COMMANDS:
+        if ours[cmd] != theirs[cmd]:
+            differences += 1
+            print(f"== {cmd}\n  missive: {ours[cmd]!r}\n  dovecot: {theirs[cmd]!r}")
+    print(f"{differences} of {len(COMPARE_COMMANDS)} commands answered differently "
+          "(docs/imap.md, Compliance, says which differences the RFCs allow)")
+    return differences
+
+
 def _settings(tmp: Path) -> Any:
     from missive.config import load_settings
 
@@ -358,10 +507,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="compare FETCH/SEARCH responses with Dovecot's instead of timing")
     ap.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         asyncio.run(serve(Path(args.serve), args.messages, args.bodies))
+        return
+    if args.compare:
+        with tempfile.TemporaryDirectory(prefix="missive-compare-") as d:
+            compare(Path(d))
         return
     messages = [make_message(i) for i in range(args.messages)]
     body_msgs = [make_message(i, size=10 * 1024) for i in range(args.bodies)]
