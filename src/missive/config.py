@@ -432,10 +432,6 @@ class Settings(BaseSettings):
         return self.certs.dir or self.data_dir / "certs"
 
     @property
-    def blobs_dir(self) -> Path:
-        return self.data_dir / "blobs"
-
-    @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 

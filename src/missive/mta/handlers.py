@@ -35,7 +35,7 @@ from cryptography import x509
 from missive.audit import log as audit
 from missive.certs.tls import ServerTLS
 from missive.config import Settings
-from missive.directory.recipients import RecipientInfo, resolve_recipient
+from missive.directory.recipients import RecipientInfo, recipient_facts, resolve_recipient
 from missive.errors import PolicyRefusal
 from missive.mime.analysis import analyze
 from missive.mime.parts import PartInfo
@@ -45,7 +45,7 @@ from missive.mta.framing import BareLineEnding, has_bare_line_ending
 from missive.mta.limits import Limits
 from missive.mta.received import received_header
 from missive.mta.session import RecipientPlan, SmtpEnvelope, SmtpSession
-from missive.policy import Port, RecipientFacts, RecipientKind, SenderKind, check_size
+from missive.policy import Port, RecipientFacts, SenderKind, check_size
 
 if TYPE_CHECKING:
     from missive.runtime import Core
@@ -338,20 +338,7 @@ async def lookup_recipient(ctx: FrontContext, address: str, *, port: Port,
 
     info = await cached_lookup(ctx, "rcpt\x00" + address.lower(), load)
     assert isinstance(info, RecipientInfo)  # noqa: S101 - only RecipientInfo under rcpt keys
-    if info.kind == "patient":
-        kind = RecipientKind.LOCAL_PATIENT
-    elif info.kind == "professional":
-        kind = RecipientKind.LOCAL_PROFESSIONAL
-    elif info.kind == "remote":
-        kind = RecipientKind.TRUST_SPACE
-    else:
-        kind = RecipientKind.OUTSIDE
-    facts = RecipientFacts(
-        kind=kind, port=port, sender_kind=sender_kind, ins_error=info.ins_error,
-        patient_status=info.status if info.kind == "patient" and info.known else None,
-        mailbox_exists=info.mailbox_exists,
-    )
-    return info, facts
+    return info, recipient_facts(info, port=port, sender_kind=sender_kind)
 
 
 def plan_for(info: RecipientInfo, address: str, held: bool) -> RecipientPlan:
