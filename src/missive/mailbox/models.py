@@ -79,6 +79,22 @@ class Folder(Base):
     __table_args__ = (UniqueConstraint("mailbox_id", "name", name="uq_folder_mailbox_name"),)
 
 
+class DelegateKey(Base):
+    """The mailbox private key wrapped for one delegation (C6: wrapped for the delegate, not
+    shared). Its KEK lives in the key store like the owner's; revoking the delegation deletes
+    this row and destroys that KEK, so an old backup of the row opens nothing either."""
+
+    __tablename__ = "delegate_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id", ondelete="CASCADE"),
+                                            index=True)
+    grant_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    key_ref: Mapped[str] = mapped_column(String(32))
+    wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Content(Base):
     __tablename__ = "content"
 

@@ -61,6 +61,7 @@ from missive.mailbox.models import (
     Content,
     Conversation,
     Correspondent,
+    DelegateKey,
     Folder,
     Mailbox,
     Message,
@@ -287,15 +288,13 @@ class MailboxStore:
         await session.execute(delete(ReceivedRef).where(ReceivedRef.mailbox_id == mailbox_id))
         await session.execute(delete(NotificationOutbox).where(
             NotificationOutbox.mailbox_id == mailbox_id))
+        delegate_refs = list((await session.execute(select(DelegateKey.key_ref).where(
+            DelegateKey.mailbox_id == mailbox_id))).scalars())
+        await session.execute(delete(DelegateKey).where(DelegateKey.mailbox_id == mailbox_id))
         await audit.append(session, "mailbox.close", mailbox_id=mailbox_id)
         await self.events.notify_in_transaction(session, {mailbox_id})
-        if ref is not None:
-            keystore = self.keystore
-
-            async def _destroy(_session: object) -> None:
-                await keystore.destroy(ref)
-
-            self._after_commit(session, _destroy)
+        for key_ref in ([ref] if ref is not None else []) + delegate_refs:
+            self._destroy_after_commit(session, key_ref)
 
     @staticmethod
     def _after_commit(session: AsyncSession, action: Callable[[object], Awaitable[None]]) -> None:
@@ -309,6 +308,7 @@ class MailboxStore:
         async with self.db.read() as s:
             live = set((await s.execute(select(Mailbox.key_ref).where(
                 Mailbox.key_ref.is_not(None)))).scalars())
+            live |= set((await s.execute(select(DelegateKey.key_ref))).scalars())
         return await self.keystore.collect({r for r in live if r}, older_than=older_than)
 
     async def open(self, mailbox_id: int) -> MailboxSession:
@@ -327,6 +327,45 @@ class MailboxStore:
         return MailboxSession(self, mailbox_id, box.kind, public, private)
 
     # --- delivery -----------------------------------------------------------------------------
+    async def open_as_delegate(self, mailbox_id: int, grant_ref: str) -> MailboxSession:
+        """Open a mailbox with the key wrapped for the delegation ``grant_ref`` (C6).
+
+        The caller (webmail) has already checked that the delegation is in force; this only
+        proves that a key was granted for it and not destroyed by a revocation.
+        """
+        async with self.db.read() as s:
+            row = (await s.execute(select(DelegateKey).where(
+                DelegateKey.grant_ref == grant_ref,
+                DelegateKey.mailbox_id == mailbox_id))).scalar_one_or_none()
+            box = await s.get(Mailbox, mailbox_id)
+        if row is None or box is None:
+            raise NotFound("no key was granted for this delegation")
+        if box.status != "active" or box.wrapped_private_key is None:
+            raise MailboxClosed("this mailbox is closed")
+        public = crypto.PublicKey(box.suite, box.public_key)
+        kek = await self.keystore.get(row.key_ref)
+        private = crypto.unwrap_private_key(kek, public, row.wrapped_private_key)
+        return MailboxSession(self, mailbox_id, box.kind, public, private)
+
+    async def revoke_delegate_key(self, session: AsyncSession, grant_ref: str) -> bool:
+        """Destroy the key of a delegation (after the caller's transaction commits)."""
+        row = (await session.execute(select(DelegateKey).where(
+            DelegateKey.grant_ref == grant_ref))).scalar_one_or_none()
+        if row is None:
+            return False
+        await session.delete(row)
+        await audit.append(session, "mailbox.delegate_key.revoke", mailbox_id=row.mailbox_id)
+        self._destroy_after_commit(session, row.key_ref)
+        return True
+
+    def _destroy_after_commit(self, session: AsyncSession, key_ref: str) -> None:
+        keystore = self.keystore
+
+        async def _destroy(_session: object) -> None:
+            await keystore.destroy(key_ref)
+
+        self._after_commit(session, _destroy)
+
     def delivery(self, *, sender: str, source: str, actor: str | None = None) -> Delivery:
         """Start a delivery transaction (nothing is written before :meth:`Delivery.commit`)."""
         return Delivery(self, sender=sender, source=source, actor=actor)
@@ -410,6 +449,20 @@ class MailboxSession:
     @property
     def db(self) -> Database:
         return self.store.db
+
+    async def grant_delegate_key(self, session: AsyncSession, grant_ref: str) -> None:
+        """Wrap this mailbox's private key for a delegation, under a new KEK (C6).
+
+        Runs in the caller's transaction (the one that records the grant); needs this opened
+        session, i.e. the owner (or an operator holding the master key) present.
+        """
+        ref = new_ref()
+        kek = await self.store._new_kek(session, ref)
+        session.add(DelegateKey(mailbox_id=self.mailbox_id, grant_ref=grant_ref, key_ref=ref,
+                                wrapped_private_key=crypto.wrap_private_key(
+                                    kek, self._public, self._private)))
+        await session.flush()
+        await audit.append(session, "mailbox.delegate_key.grant", mailbox_id=self.mailbox_id)
 
     # --- folders ------------------------------------------------------------------------------
     async def folders(self) -> list[FolderInfo]:

@@ -177,3 +177,46 @@ async def test_collect_keys_finishes_an_interrupted_shredding(core: Any) -> None
     with pytest.raises(KeyStoreUnavailable):
         await core.keystore.get(ref)
     assert (await core.store.open(keep)).mailbox_id == keep
+
+
+async def test_delegate_key_is_wrapped_per_delegation_and_revocable(core: Any) -> None:
+    from missive.errors import KeyStoreUnavailable
+    from missive.mailbox.models import DelegateKey
+
+    mid = await _mailbox(core)
+    d = core.store.delivery(sender="x@y", source="test")
+    d.add_local(mid)
+    await d.commit(RAW)
+    owner = await core.store.open(mid)
+    async with core.db.write() as s:
+        await owner.grant_delegate_key(s, "delegation:1")
+        await owner.grant_delegate_key(s, "delegation:2")
+    caregiver = await core.store.open_as_delegate(mid, "delegation:1")
+    assert await caregiver.fetch("INBOX", 1) == RAW
+    with pytest.raises(NotFound):
+        await core.store.open_as_delegate(mid + 999, "delegation:1")  # not for another mailbox
+    async with core.db.read() as s:
+        backup = (await s.execute(select_delegate(DelegateKey, "delegation:1"))).scalar_one()
+        backup_row = (backup.key_ref, backup.wrapped_private_key)
+    async with core.db.write() as s:
+        assert await core.store.revoke_delegate_key(s, "delegation:1")
+    with pytest.raises(NotFound):
+        await core.store.open_as_delegate(mid, "delegation:1")
+    # Even a restored copy of the revoked row opens nothing: its KEK is gone.
+    with pytest.raises(KeyStoreUnavailable):
+        await core.keystore.get(backup_row[0])
+    assert await (await core.store.open_as_delegate(mid, "delegation:2")).fetch("INBOX", 1) == RAW
+    async with core.db.read() as s:
+        second = (await s.execute(select_delegate(DelegateKey, "delegation:2"))).scalar_one()
+    async with core.db.write() as s:
+        await core.store.close_mailbox(s, mid)
+    with pytest.raises((NotFound, MailboxClosed)):
+        await core.store.open_as_delegate(mid, "delegation:2")
+    with pytest.raises(KeyStoreUnavailable):  # closing shreds the delegates' keys too (C3)
+        await core.keystore.get(second.key_ref)
+
+
+def select_delegate(model: Any, ref: str) -> Any:
+    from sqlalchemy import select
+
+    return select(model).where(model.grant_ref == ref)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:07:49.818535
+Create Date: 2026-11-23 15:49:13.777751
 """
 
 from __future__ import annotations
@@ -175,6 +175,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_correspondent")),
         sa.UniqueConstraint("mailbox_id", "peer_hash", name="uq_correspondent"),
     )
+    op.create_table(
+        "delegate_key",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox_id", sa.Integer(), nullable=False),
+        sa.Column("grant_ref", sa.String(length=64), nullable=False),
+        sa.Column("key_ref", sa.String(length=32), nullable=False),
+        sa.Column("wrapped_private_key", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", missive.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailbox.id"],
+            name=op.f("fk_delegate_key_mailbox_id_mailbox"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delegate_key")),
+        sa.UniqueConstraint("grant_ref", name=op.f("uq_delegate_key_grant_ref")),
+    )
+    with op.batch_alter_table("delegate_key", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_delegate_key_mailbox_id"), ["mailbox_id"], unique=False
+        )
+
     op.create_table(
         "folder",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -622,6 +644,10 @@ def downgrade() -> None:
 
     op.drop_table("notification_delivery")
     op.drop_table("folder")
+    with op.batch_alter_table("delegate_key", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delegate_key_mailbox_id"))
+
+    op.drop_table("delegate_key")
     op.drop_table("correspondent")
     with op.batch_alter_table("content", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_content_mailbox_id"))
