@@ -98,7 +98,7 @@ async def test_patient_cannot_revoke_or_cancel_for_another_patient(
         listing = await other.get("/proches")
         inv_id = re.search(r"/proches/invitations/(\d+)/annuler", listing.text).group(1)  # type: ignore[union-attr]
     async with wcore.db.write() as s:
-        theirs = await add_delegate(s, wcore.settings, patient_ins=ins_number(63),
+        theirs = await add_delegate(s, wcore.store, wcore.settings, patient_ins=ins_number(63),
                                     login_email="tiers@example.org", display_name="Tiers",
                                     actor="test")
         their_id = theirs.delegate.id

@@ -92,7 +92,7 @@ async def test_caregiver_reply_rights(wcore: Core, client: httpx.AsyncClient,
     pro = await make_pro(wcore, 52)
     uid = await deliver(wcore, pro.address, patient, message(pro.address, "p@x", "Question"))
     async with wcore.db.write() as s:
-        view = await add_delegate(s, wcore.settings, patient_ins=ins_number(52),
+        view = await add_delegate(s, wcore.store, wcore.settings, patient_ins=ins_number(52),
                                   login_email="fils@example.org", display_name="Paul Dupont",
                                   rights="read_reply", password=PASSWORD, actor="test")
         view.person.phone = "+33611111111"  # type: ignore[union-attr]

@@ -164,7 +164,7 @@ async def test_caregiver_reads_is_journaled_and_revocation_is_immediate(
     pro = await make_pro(wcore, 26)
     uid = await deliver(wcore, pro.address, patient, message(pro.address, "x@y", "Ordonnance"))
     async with wcore.db.write() as s:
-        view = await add_delegate(s, wcore.settings, patient_ins=ins_number(26),
+        view = await add_delegate(s, wcore.store, wcore.settings, patient_ins=ins_number(26),
                                   login_email="fille@example.org", display_name="Julie Dupont",
                                   rights="read", password=PASSWORD, actor="test")
         view.person.phone = "+33698765432"  # type: ignore[union-attr]
@@ -187,7 +187,7 @@ async def test_caregiver_reads_is_journaled_and_revocation_is_immediate(
         # The caregiver's read did not mark the message as read for the patient.
         assert "Non lu" in (await owner.get("/boite/reception")).text
     async with wcore.db.write() as s:
-        await revoke_delegate(s, delegation_id, actor="test")
+        await revoke_delegate(s, wcore.store, delegation_id, actor="test")
     refused = await client.get("/boite/reception")
     assert refused.status_code == 403
     # Later requests find no mailbox in view any more.

@@ -67,9 +67,9 @@ async def add(args: argparse.Namespace) -> int:
                                   "(--email), not for --pro")
     expires = parse_expiry(args.expires)
     password = read_password(args)
-    async with open_core(args, master_key=False) as core, core.db.write() as s:
+    async with open_core(args, master_key=True) as core, core.db.write() as s:
         view = await delegates.add_delegate(
-            s, core.settings, patient_ins=args.patient, professional=args.pro,
+            s, core.store, core.settings, patient_ins=args.patient, professional=args.pro,
             login_email=args.email, display_name=args.name, rights=args.rights,
             expires_at=expires, password=password, actor=actor())
         data = view.to_dict()
@@ -81,7 +81,7 @@ async def add(args: argparse.Namespace) -> int:
 
 
 async def revoke(args: argparse.Namespace) -> int:
-    async with open_core(args, master_key=False) as core, core.db.write() as s:
-        data = (await delegates.revoke_delegate(s, args.id, actor=actor())).to_dict()
+    async with open_core(args, master_key=True) as core, core.db.write() as s:
+        data = (await delegates.revoke_delegate(s, core.store, args.id, actor=actor())).to_dict()
     common.emit(data, as_json=args.json, human=f"delegation #{data['id']} revoked")
     return 0

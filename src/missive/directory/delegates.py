@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,9 @@ from missive.directory.models import CareTeam, Delegate, DelegatePerson, Patient
 from missive.directory.passwords import hash_password, verify_password
 from missive.directory.patients import get_patient
 from missive.directory.professionals import get_professional
+
+if TYPE_CHECKING:
+    from missive.mailbox.store import MailboxStore
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,14 @@ async def _person(
     return found
 
 
+def key_grant_ref(delegate_id: int) -> str:
+    """The name under which the mailbox key is wrapped for delegation ``delegate_id`` (C6)."""
+    return f"delegate:{delegate_id}"
+
+
 async def add_delegate(
     session: AsyncSession,
+    store: MailboxStore,
     settings: Settings,
     *,
     patient_ins: str,
@@ -139,6 +148,11 @@ async def add_delegate(
     )
     session.add(row)
     await session.flush()
+    # C6: the delegate gets the mailbox key wrapped for this delegation, not the owner's; a
+    # revocation destroys it. Opening the owner's mailbox here needs the master key (the
+    # webmail and the admin CLI have it).
+    owner = await store.open(patient.mailbox_id)
+    await owner.grant_delegate_key(session, key_grant_ref(row.id))
     await audit(
         session,
         "delegate.grant",
@@ -172,9 +186,11 @@ async def list_delegates(
 
 
 async def revoke_delegate(
-    session: AsyncSession, delegate_id: int, *, actor: str, patient_id: int | None = None
+    session: AsyncSession, store: MailboxStore, delegate_id: int, *, actor: str,
+    patient_id: int | None = None,
 ) -> DelegationView:
-    """Revoke delegation ``delegate_id`` (``patient_id`` restricts it to that patient's)."""
+    """Revoke delegation ``delegate_id`` (``patient_id`` restricts it to that patient's); its
+    wrapped mailbox key is destroyed once the transaction commits."""
     row = await session.get(Delegate, delegate_id)
     if row is None or (patient_id is not None and row.patient_id != patient_id):
         raise NotFound(f"no delegation #{delegate_id}")
@@ -182,6 +198,7 @@ async def revoke_delegate(
         raise Conflict(f"delegation #{delegate_id} was already revoked")
     row.revoked_at = utcnow()
     await session.flush()
+    await store.revoke_delegate_key(session, key_grant_ref(row.id))
     view = await _view(session, row)
     await audit(
         session,

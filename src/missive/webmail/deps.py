@@ -193,4 +193,7 @@ async def opened_mailbox(web: Web, who: Viewer) -> MailboxSession:
 
     if who.mailbox_id is None:
         raise NotFound("no mailbox in view")
-    return await web.vault.get(who.session.id, who.mailbox_id)
+    from missive.directory.delegates import key_grant_ref
+
+    grant = key_grant_ref(who.delegate.id) if who.delegate is not None else None
+    return await web.vault.get(who.session.id, who.mailbox_id, grant)

@@ -24,8 +24,13 @@ class KeyVault:
         self._open: OrderedDict[tuple[str, int], MailboxSession] = OrderedDict()
         self._lock = asyncio.Lock()
 
-    async def get(self, session_id: str, mailbox_id: int) -> MailboxSession:
-        """The opened mailbox for this session; the caller checked authorisation."""
+    async def get(self, session_id: str, mailbox_id: int,
+                  grant_ref: str | None = None) -> MailboxSession:
+        """The opened mailbox for this session; the caller checked authorisation.
+
+        A caregiver's session (``grant_ref`` set) opens the mailbox with the key wrapped for
+        that delegation, never the owner's (C6): once revoked, nothing opens it.
+        """
         key = (session_id, mailbox_id)
         found = self._open.get(key)
         if found is not None:
@@ -34,7 +39,8 @@ class KeyVault:
         async with self._lock:
             found = self._open.get(key)
             if found is None:
-                found = await self.store.open(mailbox_id)
+                found = (await self.store.open_as_delegate(mailbox_id, grant_ref)
+                         if grant_ref is not None else await self.store.open(mailbox_id))
                 self._open[key] = found
                 while len(self._open) > self.capacity:
                     self._open.popitem(last=False)

@@ -30,15 +30,15 @@ async def people(core: Any) -> dict[str, Any]:
 
 async def test_person_delegate_grant_login_revoke(core: Any, people: dict[str, Any]) -> None:
     async with core.db.write() as s:
-        view = await delegates.add_delegate(
-            s, core.settings, patient_ins=INS, login_email="Fille@Example.FR",
+        view = await delegates.add_delegate(s, core.store, core.settings, patient_ins=INS,
+                                            login_email="Fille@Example.FR",
             display_name="Julie Dupont", rights="read-reply", password="pw-julie",
             actor="admin")
         data = view.to_dict()
         assert (data["kind"], data["login"], data["rights"], data["in_force"]) == (
             "person", "fille@example.fr", "read_reply", True)
         with pytest.raises(Conflict, match="already has delegation"):
-            await delegates.add_delegate(s, core.settings, patient_ins=INS,
+            await delegates.add_delegate(s, core.store, core.settings, patient_ins=INS,
                                          login_email="fille@example.fr", actor="admin")
     async with core.db.write() as s:
         person = await delegates.authenticate_delegate_person(
@@ -48,10 +48,10 @@ async def test_person_delegate_grant_login_revoke(core: Any, people: dict[str, A
             s, "fille@example.fr", "wrong", settings=core.settings) is None
         active = await delegates.delegations_in_force(s, person_id=person.id)
         assert [v.patient.matricule for v in active] == [INS]
-        await delegates.revoke_delegate(s, data["id"], actor="admin")
+        await delegates.revoke_delegate(s, core.store, data["id"], actor="admin")
         assert await delegates.delegations_in_force(s, person_id=person.id) == []
         with pytest.raises(Conflict, match="already revoked"):
-            await delegates.revoke_delegate(s, data["id"], actor="admin")
+            await delegates.revoke_delegate(s, core.store, data["id"], actor="admin")
         assert await delegates.list_delegates(s, patient_ins=INS) == []
         assert len(await delegates.list_delegates(s, patient_ins=INS, include_revoked=True)) == 1
 
@@ -60,10 +60,10 @@ async def test_professional_delegate_and_expiry(core: Any, people: dict[str, Any
     pro = people["pro"]
     async with core.db.write() as s:
         with pytest.raises(InvalidField, match="future"):
-            await delegates.add_delegate(s, core.settings, patient_ins=INS,
+            await delegates.add_delegate(s, core.store, core.settings, patient_ins=INS,
                                          professional=pro.address,
                                          expires_at=utcnow() - timedelta(days=1), actor="admin")
-        view = await delegates.add_delegate(s, core.settings, patient_ins=INS,
+        view = await delegates.add_delegate(s, core.store, core.settings, patient_ins=INS,
                                             professional=pro.address,
                                             expires_at=utcnow() + timedelta(days=30),
                                             actor="admin")
@@ -75,9 +75,10 @@ async def test_professional_delegate_and_expiry(core: Any, people: dict[str, Any
         await s.flush()
         assert await delegates.delegations_in_force(s, professional_id=pro.id) == []
         with pytest.raises(NotFound):
-            await delegates.revoke_delegate(s, 99999, actor="admin")
+            await delegates.revoke_delegate(s, core.store, 99999, actor="admin")
         with pytest.raises(InvalidField, match="either"):
-            await delegates.add_delegate(s, core.settings, patient_ins=INS, actor="admin")
+            await delegates.add_delegate(s, core.store, core.settings, patient_ins=INS,
+                                         actor="admin")
 
 
 async def test_care_team(core: Any, people: dict[str, Any]) -> None:

@@ -123,7 +123,8 @@ async def revoke(web: WebDep, who: ViewerDep, delegate_id: int) -> Response:
     patient = _owner(who)
     try:
         async with web.core.db.write() as s:
-            await revoke_delegate(s, delegate_id, actor=who.actor, patient_id=patient.id)
+            await revoke_delegate(s, web.core.store, delegate_id, actor=who.actor,
+                                  patient_id=patient.id)
     except Conflict:
         pass  # already revoked: the outcome the patient wants
     web.vault.drop_mailbox(patient.mailbox_id)
@@ -206,7 +207,8 @@ async def accept(request: Request, web: WebDep, token: str, name: Field = "",
             raise NotFound("no such invitation")
         try:
             view = await add_delegate(
-                s, web.settings, patient_ins=patient.matricule, login_email=again.login_email,
+                s, web.core.store, web.settings, patient_ins=patient.matricule,
+                login_email=again.login_email,
                 display_name=(name.strip() or again.display_name)[:200],
                 rights=again.rights, expires_at=again.access_until, password=new_password,
                 actor=f"patient:{patient.id}")
