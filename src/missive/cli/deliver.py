@@ -53,11 +53,14 @@ def _refusal(address: str, err: PolicyRefusal) -> dict[str, Any]:
 
 
 async def _deliver(args: argparse.Namespace, raw: bytes) -> int:
-    from missive.directory.recipients import recipient_facts, resolve_recipient
+    from missive.directory.recipients import (
+        patient_reply_facts,
+        recipient_facts,
+        resolve_recipient,
+    )
     from missive.mime.parts import list_parts
     from missive.mime.summary import summarize
     from missive.policy import (
-        PatientReplyFacts,
         Port,
         SenderKind,
         check_attachments,
@@ -88,6 +91,9 @@ async def _deliver(args: argparse.Namespace, raw: bytes) -> int:
             sender_info = await resolve_recipient(s, args.sender, settings)
         sender_kind = (SenderKind.PATIENT if sender_info.kind == "patient"
                        else SenderKind.PROFESSIONAL)
+        references = [*summary.references]
+        if summary.in_reply_to and summary.in_reply_to not in references:
+            references.append(summary.in_reply_to)
         delivery = core.store.delivery(sender=args.sender, source="deliver", actor="local")
         accepted: list[str] = []
         for address in args.recipients:
@@ -99,15 +105,14 @@ async def _deliver(args: argparse.Namespace, raw: bytes) -> int:
                     raise PolicyRefusal(501, "5.1.3", f"Bad recipient address syntax: "
                                         f"{info.error or 'invalid'}", "P4")
                 check_recipient(facts)
-                if sender_kind is SenderKind.PATIENT and sender_info.mailbox_id is not None:
-                    relation = await core.store.relation_facts(
-                        sender_info.mailbox_id, info.address, summary.references
-                        or ([summary.in_reply_to] if summary.in_reply_to else []),
-                        summary.thread_root or None)
-                    check_patient_reply(PatientReplyFacts(
-                        recipient_is_patient=info.kind == "patient",
-                        references_known_message=relation.references_known,
-                        conversation_closed=relation.conversation_closed))
+                if (sender_kind is SenderKind.PATIENT and sender_info.mailbox_id is not None
+                        and sender_info.patient_id is not None):
+                    async with core.db.read() as s:
+                        reply = await patient_reply_facts(
+                            s, core.store, patient_id=sender_info.patient_id,
+                            patient_mailbox_id=sender_info.mailbox_id, recipient=info,
+                            references=references, thread_root=summary.thread_root or None)
+                    check_patient_reply(reply)
             except PolicyRefusal as err:
                 outcomes.append(_refusal(address, err))
                 continue

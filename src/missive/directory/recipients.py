@@ -21,20 +21,25 @@ For :class:`missive.policy.recipients.RecipientFacts`: ``patient`` → ``LOCAL_P
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from missive.config import Settings
+from missive.directory.delegates import in_care_team
 from missive.directory.patients import find_patient
 from missive.directory.professionals import professional_by_address
 from missive.directory.trust import trust_domain_for
 from missive.directory.validate import is_local_domain
 from missive.identity.address import AddressError, normalize_address, normalize_domain
 from missive.identity.ins import InsError, parse_matricule
-from missive.policy import Port, RecipientFacts, SenderKind
+from missive.policy import PatientReplyFacts, Port, RecipientFacts, SenderKind
 from missive.policy import RecipientKind as PolicyKind
+
+if TYPE_CHECKING:
+    from missive.mailbox.store import MailboxStore
 
 RecipientKind = Literal["invalid", "patient", "professional", "remote", "outside"]
 
@@ -139,3 +144,32 @@ def recipient_facts(info: RecipientInfo, *, port: Port, sender_kind: SenderKind)
         sender_kind=sender_kind, ins_error=info.ins_error,
         patient_status=info.status if info.kind == "patient" and info.known else None,
         mailbox_exists=info.mailbox_exists)
+
+
+async def patient_reply_facts(
+    session: AsyncSession,
+    store: MailboxStore,
+    *,
+    patient_id: int,
+    patient_mailbox_id: int,
+    recipient: RecipientInfo,
+    references: Sequence[str],
+    thread_root: str | None,
+) -> PatientReplyFacts:
+    """The facts of P6 for a patient writing to ``recipient``, gathered in one place.
+
+    Every front that lets a patient send (SMTP submission, the webmail's reply, ``missive
+    deliver``) calls this, then :func:`missive.policy.check_patient_reply`: whether the
+    reply references a message that professional sent this patient and whether the
+    conversation was closed come from the store's keyed hashes (C7); care-team membership from
+    the directory.
+    """
+    if recipient.kind == "patient":
+        return PatientReplyFacts(recipient_is_patient=True)
+    relation = await store.relation_facts(patient_mailbox_id, recipient.address, references,
+                                          thread_root)
+    team = (recipient.professional_id is not None
+            and await in_care_team(session, patient_id, recipient.professional_id))
+    return PatientReplyFacts(references_known_message=relation.references_known,
+                             professional_in_care_team=team,
+                             conversation_closed=relation.conversation_closed)

@@ -22,9 +22,9 @@ import logging
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from missive.directory.delegates import in_care_team
 from missive.directory.patients import find_patient
 from missive.directory.professionals import find_professional
+from missive.directory.recipients import RecipientInfo, patient_reply_facts
 from missive.errors import PolicyRefusal
 from missive.mime.parts import PartInfo
 from missive.mime.summary import MessageSummary
@@ -43,7 +43,6 @@ from missive.mta.handlers import (
 )
 from missive.mta.session import Principal, SmtpEnvelope, SmtpSession
 from missive.policy import (
-    PatientReplyFacts,
     Port,
     SenderKind,
     check_attachments,
@@ -167,22 +166,17 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         references = [*summary.references]
         if summary.in_reply_to and summary.in_reply_to not in references:
             references.append(summary.in_reply_to)
-        store = self.ctx.core.store
+        thread_root = summary.thread_root if references else None
+        assert principal.patient_id is not None  # noqa: S101 - a patient principal
         for plan in envelope.plans:
-            if plan.kind == "patient":
-                check_patient_reply(PatientReplyFacts(recipient_is_patient=True))
-                continue
-            facts = await store.relation_facts(principal.mailbox_id, plan.address, references,
-                                               summary.thread_root if references else None)
-            team = False
-            if plan.professional_id is not None and principal.patient_id is not None:
-                async with self.ctx.core.db.read() as s:
-                    team = await in_care_team(s, principal.patient_id, plan.professional_id)
-            check_patient_reply(PatientReplyFacts(
-                references_known_message=facts.references_known,
-                professional_in_care_team=team,
-                conversation_closed=facts.conversation_closed,
-            ))
+            info = RecipientInfo(address=plan.address, kind=plan.kind,
+                                 professional_id=plan.professional_id)
+            async with self.ctx.core.db.read() as s:
+                facts = await patient_reply_facts(
+                    s, self.ctx.core.store, patient_id=principal.patient_id,
+                    patient_mailbox_id=principal.mailbox_id, recipient=info,
+                    references=references, thread_root=thread_root)
+            check_patient_reply(facts)
 
     def close_conversation(self, session: SmtpSession, summary: MessageSummary) -> bool:
         principal = session.principal

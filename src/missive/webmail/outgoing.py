@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import email.utils
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.policy import SMTP
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from missive.directory.delegates import in_care_team
 from missive.directory.models import Patient
-from missive.directory.recipients import resolve_recipient
+from missive.directory.recipients import patient_reply_facts, resolve_recipient
 from missive.errors import PolicyRefusal
 from missive.mime.summary import MessageSummary
-from missive.policy import PatientReplyFacts, check_patient_reply, closes_conversation
+from missive.policy import check_patient_reply, closes_conversation
 from missive.runtime import Core
 
 #: French texts for the P6 refusals (the policy's public texts are English, for SMTP clients).
@@ -69,19 +68,16 @@ async def reply_target(core: Core, s: AsyncSession, patient: Patient,
     info = await resolve_recipient(s, original.from_addr, core.settings)
     if info.kind in ("invalid", "outside") or (info.kind == "professional" and not info.known):
         raise ReplyRefused(OUTSIDE_FR, f"recipient {info.kind}")
-    team = (info.professional_id is not None
-            and await in_care_team(s, patient.id, info.professional_id))
     refs = [*original.references, original.message_id] if original.message_id else \
         list(original.references)
-    facts = await core.store.relation_facts(patient.mailbox_id, info.address, refs,
-                                            original.thread_root or None)
-    closed = facts.conversation_closed or closes_conversation(
-        original.subject, original.mss.get("X-MSS-MES"))
+    facts = await patient_reply_facts(s, core.store, patient_id=patient.id,
+                                      patient_mailbox_id=patient.mailbox_id, recipient=info,
+                                      references=refs, thread_root=original.thread_root or None)
+    # The message replied to may itself close the conversation ([FIN], X-MSS-MES: FIN).
+    if closes_conversation(original.subject, original.mss.get("X-MSS-MES")):
+        facts = replace(facts, conversation_closed=True)
     try:
-        check_patient_reply(PatientReplyFacts(
-            recipient_is_patient=info.kind == "patient",
-            references_known_message=facts.references_known,
-            professional_in_care_team=team, conversation_closed=closed))
+        check_patient_reply(facts)
     except PolicyRefusal as exc:
         raise ReplyRefused(REFUSAL_FR.get(exc.cause, DEFAULT_REFUSAL_FR), exc.cause) from None
     if info.kind == "professional" and info.status != "active":

@@ -221,3 +221,16 @@ async def test_ops_endpoint_serves_health_and_metrics(core: object) -> None:
     finally:
         await front.stop()
         await worker.stop()
+
+
+def test_deliver_applies_p6_to_a_patient_sender(data: Path) -> None:
+    _add_people(data)
+    patient = f"{PATIENT}@patient.cli.localhost"
+    msg = (f"From: Marie DUPONT <{patient}>\nTo: {PRO}\nSubject: Question\n\nBonjour\n").encode()
+    refused = run(data, "deliver", "--from", patient, "--to", PRO, "--json", stdin=msg)
+    assert refused.returncode == 1  # never wrote to her, not in her care team
+    (outcome,) = json.loads(refused.stdout)["outcomes"]
+    assert (outcome["code"], outcome["enhanced"]) == (550, "5.7.1")
+    assert run(data, "admin", "patient", "care-team", "add", PATIENT, PRO).returncode == 0
+    accepted = run(data, "deliver", "--from", patient, "--to", PRO, stdin=msg)
+    assert accepted.returncode == 0, accepted.stderr
