@@ -114,11 +114,11 @@ class SmtpEnv:
         ctx = self.client_context(cert, key)
         if listener == "submission_tls":
             client: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", self.ports["smtp_submission_tls"],
-                                                    context=ctx, timeout=20)
+                                                    context=ctx, timeout=60)
             client.ehlo("client.test")
             return client
         port = self.ports["smtp_mx" if listener == "mx" else "smtp_submission"]
-        client = smtplib.SMTP("127.0.0.1", port, timeout=20)
+        client = smtplib.SMTP("127.0.0.1", port, timeout=60)
         client.ehlo("client.test")
         if starttls:
             client.starttls(context=ctx)
