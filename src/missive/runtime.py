@@ -106,10 +106,6 @@ def _resolve(target: str) -> Callable[[Core], object] | None:
     return func
 
 
-def available_fronts() -> list[str]:
-    return [name for name, target in FRONTS.items() if _resolve(target) is not None]
-
-
 async def serve(core: Core, only: Sequence[str] | None = None,
                 ready: Callable[[dict[str, int]], None] | None = None,
                 stop_event: asyncio.Event | None = None) -> None:

@@ -22,8 +22,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from missive.config import Settings
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -190,7 +188,3 @@ class _WriteSession:
                 await action(None)
             except Exception:
                 log.exception("after-commit action failed")
-
-
-def database_from_settings(settings: Settings) -> Database:
-    return Database(settings.sqlalchemy_url)
