@@ -27,6 +27,7 @@ from missive.config import Settings
 from missive.db.engine import Database
 from missive.mailbox import crypto
 from missive.mailbox.events import ChangeBus
+from missive.mailbox.keys import MasterWrapped
 from missive.mailbox.keystore import KeyStore
 from missive.mailbox.store import MailboxStore
 
@@ -92,6 +93,23 @@ FRONTS: dict[str, str] = {
     "web": "missive.webmail.server:start",
     "ops": "missive.ops:start",
 }
+
+
+#: Secrets of the fronts that the master key wraps directly (outside the key store): each a
+#: ``mailbox.keys.MasterWrapped`` holder that a master-key rotation must re-wrap (C4).
+MASTER_WRAPPED: tuple[str, ...] = (
+    "missive.webmail.totp:SECRETS",
+)
+
+
+def master_wrapped() -> list[MasterWrapped]:
+    """The holders of :data:`MASTER_WRAPPED` whose front is installed."""
+    found: list[MasterWrapped] = []
+    for target in MASTER_WRAPPED:
+        holder = _resolve(target)
+        if holder is not None:
+            found.append(holder)  # type: ignore[arg-type]
+    return found
 
 
 def _resolve(target: str) -> Callable[[Core], object] | None:

@@ -4,7 +4,9 @@ Parameters are the ones every authenticator app supports: HMAC-SHA1, 6 digits, 3
 steps (RFC 6238 §4, §5.2), a 160-bit secret (RFC 4226 §4 R6) shown in base32 and as an
 ``otpauth://`` URI. A code is accepted for the current step and one step either side (clock
 drift, RFC 6238 §5.2), and never twice (``last_step``). The secret is wrapped with the master
-key in ``web_totp``; this module holds the only SQL on that table.
+key in ``web_totp``; this module holds the only SQL on that table, including the re-wrapping a
+master-key rotation asks for (:data:`SECRETS`, handed to ``mailbox.keys.rotate_master_key`` by
+``missive.runtime.master_wrapped``: the core never imports the webmail).
 """
 
 from __future__ import annotations
@@ -113,3 +115,30 @@ async def check(s: AsyncSession, keys: crypto.KeyRing, row: WebTotp, code: str,
 async def remove(s: AsyncSession, kind: str, principal_id: int) -> None:
     await s.execute(delete(WebTotp).where(WebTotp.principal_kind == kind,
                                           WebTotp.principal_id == principal_id))
+
+
+class TotpSecrets:
+    """The ``web_totp`` secrets as a :class:`missive.mailbox.keys.MasterWrapped` holder (C4)."""
+
+    name = "web_totp"
+
+    async def rewrap(self, s: AsyncSession, keys: crypto.KeyRing,
+                     new: crypto.MasterKey) -> int:
+        count = 0
+        for row in (await s.execute(select(WebTotp).order_by(WebTotp.id))).scalars():
+            secret = secret_of(keys, row)
+            row.wrapped_secret = crypto.wrap_secret(
+                new, secret, _context(row.principal_kind, row.principal_id))
+            row.master_key_id = new.key_id
+            count += 1
+        await s.flush()
+        return count
+
+    async def uses_master(self, s: AsyncSession, key_id: str) -> bool:
+        found = (await s.execute(select(WebTotp.id).where(
+            WebTotp.master_key_id == key_id).limit(1))).scalar()
+        return found is not None
+
+
+#: What ``missive.runtime.MASTER_WRAPPED`` names.
+SECRETS = TotpSecrets()
