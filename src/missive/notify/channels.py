@@ -168,36 +168,46 @@ class EmailRelay:
         msg.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
         return msg
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self.settings.smtp_tls == "none":
-            return None
-        cafile = str(self.settings.smtp_ca_file) if self.settings.smtp_ca_file else None
-        context = ssl.create_default_context(cafile=cafile)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
     async def send(self, notice: Notice) -> None:
-        msg = self.build(notice)
-        mode = self.settings.smtp_tls
-        password = self.settings.smtp_password.get_secret_value()
-        try:
-            await aiosmtplib.send(
-                msg,
-                hostname=self.host,
-                port=self.port,
-                username=self.settings.smtp_username or None,
-                password=password if self.settings.smtp_username else None,
-                use_tls=mode == "tls",
-                start_tls=mode == "starttls",
-                tls_context=self._tls_context(),
-                timeout=self.settings.timeout_seconds,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            raise ChannelFailure(f"SMTP relay answered {exc.code}",
-                                 permanent=exc.code >= 500) from None
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [err.code for err in exc.recipients]
-            raise ChannelFailure(f"SMTP relay refused the recipient ({codes})",
-                                 permanent=all(c >= 500 for c in codes)) from None
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            raise ChannelFailure(f"SMTP relay unreachable: {type(exc).__name__}") from None
+        await send_email(self.settings, self.build(notice))
+
+
+def _tls_context(settings: NotifySettings) -> ssl.SSLContext | None:
+    if settings.smtp_tls == "none":
+        return None
+    cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def send_email(settings: NotifySettings, msg: EmailMessage) -> None:
+    """Hand one message to the operator's SMTP relay (``notify.smtp_relay``).
+
+    Shared by the e-mail notices and the webmail's other automatic e-mails (login codes,
+    caregiver invitations), so that they all leave through one configured, verified relay.
+    """
+    host, port = split_hostport(settings.smtp_relay)
+    mode = settings.smtp_tls
+    password = settings.smtp_password.get_secret_value()
+    try:
+        await aiosmtplib.send(
+            msg,
+            hostname=host,
+            port=port,
+            username=settings.smtp_username or None,
+            password=password if settings.smtp_username else None,
+            use_tls=mode == "tls",
+            start_tls=mode == "starttls",
+            tls_context=_tls_context(settings),
+            timeout=settings.timeout_seconds,
+        )
+    except aiosmtplib.SMTPResponseException as exc:
+        raise ChannelFailure(f"SMTP relay answered {exc.code}",
+                             permanent=exc.code >= 500) from None
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [err.code for err in exc.recipients]
+        raise ChannelFailure(f"SMTP relay refused the recipient ({codes})",
+                             permanent=all(c >= 500 for c in codes)) from None
+    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        raise ChannelFailure(f"SMTP relay unreachable: {type(exc).__name__}") from None

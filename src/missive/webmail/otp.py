@@ -10,8 +10,9 @@ webmail needs and an implementation over the same channels, secrets and wire for
   ``notify.sms_webhook_url``, signed by :func:`missive.notify.channels.post_signed`
   (``X-Missive-Signature: t=<unix>,v1=<HMAC-SHA256 hex>``, ``Idempotency-Key``,
   ``X-Missive-Event: login.otp``), so the gateway verifies it like every other notice;
-- e-mail: a short plain-text message through ``notify.smtp_relay`` (aiosmtplib), marked
-  ``Auto-Submitted: auto-generated`` (RFC 3834 §5).
+- e-mail: a short plain-text message through ``notify.smtp_relay``
+  (:func:`missive.notify.channels.send_email`), marked ``Auto-Submitted: auto-generated``
+  (RFC 3834 §5).
 
 The code is the only variable: no name, no health data. Codes are never logged.
 """
@@ -19,7 +20,6 @@ The code is the only variable: no name, no health data. Codes are never logged.
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 import uuid
 from email.message import EmailMessage
@@ -86,31 +86,19 @@ class ChannelOtpSender:
             raise OtpDeliveryError("SMS gateway did not accept the code") from None
 
     async def _email(self, to: str, text: str) -> None:
-        import aiosmtplib
+        from missive.notify.channels import ChannelFailure, send_email
 
         notify = self.settings.notify
         if not notify.smtp_relay:
             raise OtpDeliveryError("no e-mail relay configured (notify.smtp_relay)")
-        host, _, port = notify.smtp_relay.rpartition(":")
         msg = EmailMessage(policy=SMTP)
         msg["From"] = notify.sender
         msg["To"] = to
         msg["Subject"] = "Votre code de connexion Missive"
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text, charset="utf-8", cte="quoted-printable")
-        context: ssl.SSLContext | None = None
-        if notify.smtp_tls != "none":
-            cafile = getattr(notify, "smtp_ca_file", None)
-            context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            await aiosmtplib.send(
-                msg, hostname=host.strip("[]") or notify.smtp_relay, port=int(port or 25),
-                username=notify.smtp_username or None,
-                password=(notify.smtp_password.get_secret_value()
-                          if notify.smtp_username else None),
-                start_tls=notify.smtp_tls == "starttls", use_tls=notify.smtp_tls == "tls",
-                tls_context=context, timeout=notify.timeout_seconds)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            log.warning("otp e-mail failed: %s", type(exc).__name__)
+            await send_email(notify, msg)
+        except ChannelFailure as exc:
+            log.warning("otp e-mail failed: %s", exc.reason)
             raise OtpDeliveryError("e-mail relay did not accept the code") from None

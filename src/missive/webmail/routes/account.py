@@ -55,6 +55,7 @@ JOURNAL_LABELS = {
     "web.message.reply": "Réponse envoyée",
     "web.export": "Téléchargement de tous les messages",
     "web.invitation.create": "Invitation d'un proche préparée",
+    "web.invitation.email": "Invitation envoyée par e-mail à un proche",
     "web.invitation.accept": "Invitation acceptée par un proche",
     "web.mdn.sent": "Accusé de lecture envoyé",
     "web.activation": "Activation du compte",

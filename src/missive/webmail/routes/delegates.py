@@ -1,6 +1,9 @@
 """Caregivers (SPEC §5 delegates): the patient grants, lists and revokes; the caregiver
 accepts an invitation with their own login.
 
+Invitations go by e-mail to the caregiver when the notification relay is configured, and are
+always shown to the patient as a link to hand over as well (see :mod:`..invitations`).
+
 Revocation is immediate: the delegation row is revoked in the directory, and the next request
 of the caregiver is refused by :func:`missive.webmail.deps.viewer`, which checks the delegation
 on every request; opened keys of the mailbox are dropped from memory at once.
@@ -8,6 +11,7 @@ on every request; opened keys of the mailbox are dropped from memory at once.
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -34,6 +38,7 @@ router = APIRouter()
 Field = Annotated[str, Form()]
 RIGHTS = {"read": "Lire mes messages", "read_reply": "Lire mes messages et y répondre"}
 PARIS = ZoneInfo("Europe/Paris")
+log = logging.getLogger(__name__)
 
 
 def _owner(who: Viewer) -> Patient:
@@ -112,10 +117,50 @@ async def invite(request: Request, web: WebDep, who: ViewerDep, name: Field = ""
                            mailbox_id=patient.mailbox_id,
                            details={"invitation_id": row.id, "rights": rights})
     base = web.settings.webmail.base_url.rstrip("/") or str(request.base_url).rstrip("/")
+    link = f"{base}/invitation/{token}"
+    expires = french_date(row.expires_at)
+    sent = await _send_invitation(web, patient, row.id, login_email=row.login_email,
+                                  caregiver=row.display_name, link=link,
+                                  can_reply=rights == "read_reply", expires=expires)
     return page(request, "invitation_created.html", {
-        **base_context(who, "proches"), "title": "Invitation prête",
-        "link": f"{base}/invitation/{token}", "name": row.display_name,
-        "expires": french_date(row.expires_at)})
+        **base_context(who, "proches"),
+        "title": "Invitation envoyée" if sent else "Invitation prête",
+        "link": link, "name": row.display_name, "expires": expires,
+        "email": row.login_email, "sent": sent,
+        "send_failed": sent is False})
+
+
+def patient_name(patient: Patient) -> str:
+    """How the patient is named to a caregiver: first given name and family name."""
+    return f"{patient.given_names.split()[0]} {patient.family_name}".title()
+
+
+async def _send_invitation(web: Web, patient: Patient, invitation_id: int, *,
+                           login_email: str, caregiver: str, link: str, can_reply: bool,
+                           expires: str) -> bool | None:
+    """E-mail the invitation through the notification relay: ``None`` when no relay is
+    configured (the patient hands the link over), else whether the relay accepted it."""
+    from missive.notify.channels import ChannelFailure, send_email
+
+    notify = web.settings.notify
+    if not notify.smtp_relay:
+        return None
+    msg = invitations.email_for(
+        sender=notify.sender, domain=web.settings.domain, to=login_email, caregiver=caregiver,
+        patient_name=patient_name(patient), link=link, can_reply=can_reply, expires=expires,
+        service=notify.service_name)
+    try:
+        await send_email(notify, msg)
+    except ChannelFailure as exc:
+        log.warning("invitation e-mail failed: %s", exc.reason)
+        sent = False
+    else:
+        sent = True
+    async with web.core.db.write() as s:
+        await audit.append(s, "web.invitation.email", actor=f"patient:{patient.id}",
+                           mailbox_id=patient.mailbox_id, outcome="ok" if sent else "failed",
+                           details={"invitation_id": invitation_id})
+    return sent
 
 
 @router.post("/proches/{delegate_id}/retirer")
@@ -156,7 +201,7 @@ async def _invitation_context(web: Web, request: Request, token: str) -> dict[st
                             and state.principal_kind == "person" and person is not None
                             and state.principal_id == person.id)
     return {"inv": inv, "token": token, "rights": RIGHTS.get(inv.rights, inv.rights),
-            "patient_name": f"{patient.given_names.split()[0]} {patient.family_name}".title(),
+            "patient_name": patient_name(patient),
             "until": french_date(inv.access_until) if inv.access_until else None,
             "has_account": person is not None and person.password_hash is not None,
             "logged_in": logged_in_as_invitee, "errors": {},
