@@ -9,7 +9,8 @@ from missive.cli import common
 from missive.cli.admin import SubParsers, actor, add_parser, extend_family, open_core, read_password
 from missive.directory import delegates
 
-COLUMNS = ["id", "patient_ins", "kind", "login", "name", "rights", "expires_at", "in_force"]
+COLUMNS = ["id", "patient_ins", "kind", "login", "name", "phone", "rights", "expires_at",
+           "in_force"]
 
 
 def register(admin: SubParsers) -> None:
@@ -32,6 +33,15 @@ def register(admin: SubParsers) -> None:
                    help="YYYY-MM-DD (valid through that day, UTC) or an ISO date-time")
     a.add_argument("--password-stdin", action="store_true",
                    help="set the external person's password from standard input")
+    a.add_argument("--phone", help="the external person's mobile phone (+33… or 06…) for "
+                                   "their one-time login codes; without it, codes go by e-mail "
+                                   "to the login address")
+
+    u = add_parser(sub, "update", update,
+                   "change an external delegate's phone (login codes) or name")
+    u.add_argument("id", type=int, metavar="ID")
+    u.add_argument("--phone", help="new mobile phone ('' to remove: codes then go by e-mail)")
+    u.add_argument("--name", help="new display name")
 
     r = add_parser(sub, "revoke", revoke, "revoke a delegation")
     r.add_argument("id", type=int, metavar="ID")
@@ -62,21 +72,34 @@ async def list_(args: argparse.Namespace) -> int:
 
 
 async def add(args: argparse.Namespace) -> int:
-    if args.pro and (args.name or args.password_stdin):
-        raise common.CommandError("--name and --password-stdin are for an external person "
-                                  "(--email), not for --pro")
+    if args.pro and (args.name or args.password_stdin or args.phone is not None):
+        raise common.CommandError("--name, --phone and --password-stdin are for an external "
+                                  "person (--email), not for --pro")
     expires = parse_expiry(args.expires)
     password = read_password(args)
     async with open_core(args, master_key=True) as core, core.db.write() as s:
         view = await delegates.add_delegate(
             s, core.store, core.settings, patient_ins=args.patient, professional=args.pro,
             login_email=args.email, display_name=args.name, rights=args.rights,
-            expires_at=expires, password=password, actor=actor())
+            expires_at=expires, password=password, phone=args.phone, actor=actor())
         data = view.to_dict()
     common.emit(data, as_json=args.json,
                 human=f"delegation #{data['id']}: {data['login']} may {data['rights']} "
                       f"for patient {data['patient_ins']}"
                       + (f" until {data['expires_at']}" if data["expires_at"] else ""))
+    return 0
+
+
+async def update(args: argparse.Namespace) -> int:
+    if args.phone is None and args.name is None:
+        raise common.CommandError("nothing to change: give --phone and/or --name")
+    async with open_core(args, master_key=False) as core, core.db.write() as s:
+        data = (await delegates.update_delegate_person(
+            s, args.id, actor=actor(), phone=args.phone, display_name=args.name)).to_dict()
+    common.emit(data, as_json=args.json,
+                human=f"delegation #{data['id']}: codes go "
+                      + (f"by SMS to {data['phone']}" if data["phone"]
+                         else f"by e-mail to {data['login']}"))
     return 0
 
 

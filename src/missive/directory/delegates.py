@@ -60,6 +60,9 @@ class DelegationView:
             "kind": d.kind,
             "login": who,
             "name": name,
+            # Where an external delegate's one-time login codes go: SMS to this phone, else
+            # e-mail to the login address.
+            "phone": self.person.phone if self.person is not None else None,
             "rights": d.rights,
             "expires_at": d.expires_at.isoformat() if d.expires_at else None,
             "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
@@ -75,6 +78,7 @@ async def _person(
     login_email: str,
     display_name: str | None,
     password: str | None,
+    phone: str | None = None,
 ) -> DelegatePerson:
     email = validate.email(login_email, "login_email")
     if email is None:
@@ -89,6 +93,8 @@ async def _person(
         session.add(found)
     if password is not None:
         found.password_hash = await hash_password(settings, password)
+    if phone is not None:
+        found.phone = validate.phone(phone)
     await session.flush()
     return found
 
@@ -110,11 +116,20 @@ async def add_delegate(
     rights: str | None = None,
     expires_at: datetime | None = None,
     password: str | None = None,
+    phone: str | None = None,
     actor: str,
 ) -> DelegationView:
-    """Grant a delegation on ``patient_ins`` to a professional (address/RPPS) or a person."""
+    """Grant a delegation on ``patient_ins`` to a professional (address/RPPS) or a person.
+
+    ``phone`` (a person only) is the mobile number their one-time login codes go to (a
+    guardian an operator sets up for a protected adult has no invitation to give it in);
+    without it, codes go by e-mail to the login address.
+    """
     if (professional is None) == (login_email is None):
         raise InvalidField("delegate", "give either a professional or a login e-mail")
+    if professional is not None and phone is not None:
+        raise InvalidField("phone", "only for an external person (login e-mail), not for a "
+                                    "professional")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidField("expires", "must be in the future")
     patient = await get_patient(session, patient_ins)
@@ -130,7 +145,7 @@ async def add_delegate(
         query = query.where(Delegate.professional_id == pro.id)
     else:
         assert login_email is not None  # noqa: S101 (checked above)
-        person = await _person(session, settings, login_email, display_name, password)
+        person = await _person(session, settings, login_email, display_name, password, phone)
         query = query.where(Delegate.person_id == person.id)
     now = utcnow()
     for existing in (await session.execute(query)).scalars():
@@ -207,6 +222,33 @@ async def revoke_delegate(
         mailbox_id=view.patient.mailbox_id,
         details={"delegate_id": row.id, "kind": row.kind},
     )
+    return view
+
+
+async def update_delegate_person(
+    session: AsyncSession, delegate_id: int, *, actor: str, phone: str | None = None,
+    display_name: str | None = None,
+) -> DelegationView:
+    """Change the phone (``""`` removes it) or name of delegation ``delegate_id``'s external
+    person: the contact their one-time login codes go to. A person delegate of several
+    patients has one contact for all."""
+    row = await session.get(Delegate, delegate_id)
+    if row is None:
+        raise NotFound(f"no delegation #{delegate_id}")
+    view = await _view(session, row)
+    if view.person is None:
+        raise InvalidField("delegate", f"delegation #{delegate_id} is a professional's: their "
+                                       "contact is in the professional directory")
+    changed: dict[str, str | int | bool | None] = {"delegate_id": row.id}
+    if phone is not None:
+        view.person.phone = validate.phone(phone)
+        changed["phone"] = view.person.phone is not None
+    if display_name is not None:
+        view.person.display_name = validate.text("name", display_name)
+        changed["name"] = True
+    await session.flush()
+    await audit(session, "admin.delegate.update", actor=actor,
+                mailbox_id=view.patient.mailbox_id, details=changed)
     return view
 
 

@@ -70,6 +70,7 @@ JOURNAL_LABELS = {
     "admin.patient.add": "Compte créé par l'opérateur",
     "admin.patient.update": "Coordonnées modifiées par l'opérateur",
     "admin.patient.set_status": "État du compte modifié par l'opérateur",
+    "admin.delegate.update": "Coordonnées d'un proche modifiées par l'opérateur",
     "mailbox.create": "Messagerie créée",
 }
 
