@@ -112,3 +112,45 @@ async def test_patient_cannot_revoke_or_cancel_for_another_patient(
     async with wcore.db.read() as s:
         row = await s.get(Delegate, their_id)
         assert row is not None and row.revoked_at is None
+
+
+async def test_caregiver_may_not_archive_or_delete_and_is_told_why(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp) -> None:
+    """Decision (docs/webmail.md): even "read and reply" does not let a caregiver sort or
+    delete the patient's mail. The message page says so, and a POST is refused in words
+    (403), leaves the message where it was, and shows in the patient's journal."""
+    patient = await make_patient(wcore, 64)
+    pro = await make_pro(wcore, 64)
+    uid = await deliver(wcore, pro.address, patient, message(pro.address, "p@x", "Compte rendu"))
+    async with wcore.db.write() as s:
+        await add_delegate(s, wcore.store, wcore.settings, patient_ins=ins_number(64),
+                           login_email="aidant64@example.org", display_name="Luc Aidant",
+                           rights="read_reply", password=PASSWORD, phone="0611223344",
+                           actor="test")
+    async with await new_client(wcore, otp) as carer:
+        await login(carer, otp, "aidant64@example.org")
+        view = await carer.get(f"/boite/reception/{uid}")
+        shown = html.unescape(view.text)
+        assert view.status_code == 200
+        assert "/archiver" not in shown and "/supprimer" not in shown
+        assert ("Votre accès permet de lire ces messages et d'y répondre. Les ranger dans les "
+                "archives, les mettre à la corbeille ou les restaurer reste réservé à") in shown
+        for action in ("archiver", "supprimer"):
+            r = await carer.post(f"/boite/reception/{uid}/{action}",
+                                 data={"csrf": csrf_of(view.text)})
+            assert r.status_code == 403
+            refused = html.unescape(r.text)
+            assert "Action réservée au titulaire" in refused
+            assert "reste réservé à" in refused
+            assert f'href="/boite/reception/{uid}"' in refused
+        inbox = await carer.get("/boite/reception")
+        assert "Compte rendu" in html.unescape(inbox.text)  # not moved
+    await login(client, otp, ins_number(64))
+    journal = html.unescape((await client.get("/journal")).text)
+    assert "Message archivé : « Compte rendu » (refusé)" in journal
+    assert "Message mis à la corbeille : « Compte rendu » (refusé)" in journal
+    # The patient still sorts their own mail.
+    view = await client.get(f"/boite/reception/{uid}")
+    assert "/archiver" in view.text and "reste réservé à" not in html.unescape(view.text)
+    r = await client.post(f"/boite/reception/{uid}/archiver", data={"csrf": csrf_of(view.text)})
+    assert r.status_code == 303

@@ -255,6 +255,7 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
         **base_context(who, slug), "uid": uid, "summary": summary, "sender": sender,
         "profession": profession, "date": french_date(summary.date or info.internal_date),
         "shown": shown, "replies_closed": closed, "folder_name": name,
+        "no_moves": None if who.is_owner else caregiver_no_moves(who),
         "title": summary.subject or "(sans objet)"})
 
 
@@ -348,14 +349,37 @@ MOVES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Why a caregiver cannot archive, trash or restore (shown on the message and if they try).
+CAREGIVER_NO_MOVES = ("Votre accès permet de lire ces messages{reply}. Les ranger dans les "
+                      "archives, les mettre à la corbeille ou les restaurer reste réservé à "
+                      "{name}.")
+
+
+def caregiver_no_moves(who: Viewer) -> str:
+    name = next((c.label for c in who.choices if c.active),
+                "la personne titulaire de la messagerie")
+    return CAREGIVER_NO_MOVES.format(reply=" et d'y répondre" if who.can_reply else "",
+                                     name=name)
+
+
 @router.post("/boite/{slug}/{uid}/{action}")
-async def move(web: WebDep, who: ViewerDep, slug: str, uid: int, action: str) -> Response:
+async def move(request: Request, web: WebDep, who: ViewerDep, slug: str, uid: int,
+               action: str) -> Response:
     name = folder_of(slug)
     if action not in MOVES:
         raise NotFound("no such action")
     if not who.is_owner:
-        # Caregivers read (and may reply); sorting the patient's mail stays with the patient.
-        raise NotFound("no such action")
+        # Caregivers read (and may reply, SPEC §5 "read, or read and reply"); sorting and
+        # deleting the patient's mail stays with the patient: a message a caregiver put in the
+        # trash could go unseen by the patient. Refused in words, not by a missing button.
+        async with web.core.db.write() as s:
+            await audit.append(s, MOVES[action][1], actor=who.actor, mailbox_id=who.mailbox_id,
+                               outcome="refused", reason="caregiver",
+                               details={"folder": name, "uid": uid})
+        return page(request, "error.html", {
+            **base_context(who, slug), "title": "Action réservée au titulaire",
+            "text": caregiver_no_moves(who), "back": f"/boite/{slug}/{uid}",
+            "back_label": "Revenir au message"}, status_code=403)
     dest, audit_action = MOVES[action]
     if dest == name:
         return RedirectResponse(f"/boite/{slug}", status_code=303)
