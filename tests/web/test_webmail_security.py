@@ -178,7 +178,8 @@ async def test_caregiver_reads_is_journaled_and_revocation_is_immediate(
     assert read.status_code == 200
     # A caregiver does not sort the patient's mail, nor reach the patient's settings.
     r = await client.post(f"/boite/reception/{uid}/archiver", data={"csrf": csrf_of(read.text)})
-    assert r.status_code == 404
+    assert r.status_code == 403  # refused in words (see test_webmail_caregivers.py)
+    assert "Votre accès permet de lire ces messages. Les ranger" in html.unescape(r.text)
     assert (await client.get("/parametres")).status_code == 404
     async with await new_client(wcore, otp) as owner:
         await login(owner, otp, ins_number(26))
