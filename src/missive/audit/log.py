@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -78,14 +78,40 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[i
     return await session.run_sync(append_many_sync, entries)
 
 
+def _table(model: type) -> Table:
+    table = getattr(model, "__table__")  # noqa: B009 - typed as a plain FromClause otherwise
+    assert isinstance(table, Table)  # noqa: S101 - declarative models map one Table
+    return table
+
+
+class _Statements:
+    """The append statements, built once: Core on the tables, bound parameters only.
+
+    Appending runs in every write that is audited, including the delivery group commit's
+    writer thread: ORM-enabled ``insert(AuditEntry)`` / ``update(AuditHead)`` cost more CPU
+    (bulk-persistence setup, attribute synchronisation, cache keys) than the SQL itself.
+    """
+
+    def __init__(self) -> None:
+        head = _table(AuditHead)
+        self.head = select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
+        self.new_head = insert(head)
+        self.entries = insert(_table(AuditEntry))
+        self.move_head = update(head).where(head.c.id == 1).values(
+            seq=bindparam("h_seq"), hash=bindparam("h_hash"))
+
+
+_SQL = _Statements()
+
+
 def append_many_sync(session: Session, entries: Sequence[Entry]) -> list[int]:
     """:func:`append_many` for a synchronous session (batch writers running in a thread)."""
     if not entries:
         return []
-    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-                           .with_for_update()).one_or_none()
+    conn = session.connection()
+    head = conn.execute(_SQL.head).one_or_none()
     if head is None:
-        session.execute(insert(AuditHead).values(id=1, seq=0, hash=GENESIS))
+        conn.execute(_SQL.new_head, {"id": 1, "seq": 0, "hash": GENESIS})
         seq, prev = 0, GENESIS
     else:
         seq, prev = int(head[0]), str(head[1])
@@ -103,8 +129,8 @@ def append_many_sync(session: Session, entries: Sequence[Entry]) -> list[int]:
                      "details": detail_text, "prev_hash": prev, "hash": digest})
         seqs.append(seq)
         prev = digest
-    session.execute(insert(AuditEntry), rows)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_SQL.entries, rows)
+    conn.execute(_SQL.move_head, {"h_seq": seq, "h_hash": prev})
     return seqs
 
 
