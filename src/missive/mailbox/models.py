@@ -12,6 +12,7 @@ Layout:
   incremented under the row lock of the delivering transaction, so UIDs are unique and strictly
   ascending in commit order (RFC 3501 §2.3.1.1).
 - ``content``: one sealed message: ``sealed_key`` (the data key sealed to the mailbox with HPKE),
+  ``key_cache`` (the same data key under the mailbox's cache key, once a session opened it),
   ``body`` and ``meta`` (AES-256-GCM under that data key). Several ``message`` rows (copies in
   other folders of the same mailbox) may share one content; it is deleted with its last message.
 - ``message``: a message in a folder with its IMAP attributes (uid, flags, internal date, size,
@@ -104,6 +105,9 @@ class Content(Base):
     )
     suite: Mapped[str] = mapped_column(String(64))
     sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The data key wrapped under the mailbox's cache key, written by the first session that
+    # opens it (``crypto.wrap_cached_key``); NULL until then.
+    key_cache: Mapped[bytes | None] = mapped_column(LargeBinary)
     meta: Mapped[bytes] = mapped_column(LargeBinary)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger)

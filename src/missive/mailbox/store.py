@@ -22,7 +22,9 @@ Implementation notes:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -30,8 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from missive.audit import log as audit
 from missive.db.base import utcnow
@@ -69,7 +72,10 @@ from missive.mailbox.models import (
     ReceivedRef,
     RelayQueue,
 )
+from missive.mailbox.writer import WriteBatcher
 from missive.mime.summary import MessageSummary, summarize
+
+log = logging.getLogger(__name__)
 
 MailboxKind = Literal["patient", "professional", "system"]
 FlagMode = Literal["add", "remove", "set"]
@@ -135,6 +141,15 @@ def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
 
+#: The columns of a :class:`MessageInfo`, for reads that need no ORM objects.
+_INFO_COLUMNS = (Message.id, Message.uid, Message.flags, Message.internal_date, Message.size,
+                 Message.modseq, Message.content_id)
+
+
+def _info_row(r: Sequence[object]) -> MessageInfo:
+    return MessageInfo(r[0], r[1], _flags_set(r[2]), r[3], r[4], r[5], r[6])  # type: ignore[arg-type]
+
+
 def _info(m: Message) -> MessageInfo:
     return MessageInfo(m.id, m.uid, _flags_set(m.flags), m.internal_date, m.size, m.modseq,
                        m.content_id)
@@ -162,9 +177,12 @@ class MailboxStore:
         self._keystore = keystore
         self._public_keys: dict[int, crypto.PublicKey] = {}
         self.committer = GroupCommitter(self)
+        self.writer = WriteBatcher(db)
         self.suite = suite
         self.default_quota = default_quota
         self.events = events or ChangeBus()
+        self._cache_dirty: set[MailboxSession] = set()
+        self._cache_task: asyncio.Task[None] | None = None
 
     @property
     def keystore(self) -> KeyStore:
@@ -366,6 +384,47 @@ class MailboxStore:
 
         self._after_commit(session, _destroy)
 
+    # --- the key cache (see ``crypto``) ----------------------------------------------------------
+    _CACHE_BATCH = 1000
+    _CACHE_UPDATE = (update(Content)
+                     .where(Content.id == bindparam("b_id"),
+                            Content.mailbox_id == bindparam("b_mailbox"))
+                     .values(key_cache=bindparam("b_cache")))
+
+    def cache_keys_later(self, box: MailboxSession) -> None:
+        """Write ``box``'s newly opened data keys to the key cache, in the background.
+
+        One writer task per store batches the entries of every session. It is a cache: a lost
+        write (crash, shutdown) only means one more HPKE decapsulation later.
+        """
+        self._cache_dirty.add(box)
+        if self._cache_task is None or self._cache_task.done():
+            self._cache_task = asyncio.get_running_loop().create_task(self._write_key_cache())
+
+    async def _write_key_cache(self) -> None:
+        while self._cache_dirty:
+            boxes = list(self._cache_dirty)
+            self._cache_dirty.clear()
+            rows = [{"b_id": cid, "b_mailbox": box.mailbox_id, "b_cache": blob}
+                    for box in boxes for cid, blob in box.take_cache_writes().items()]
+            for start in range(0, len(rows), self._CACHE_BATCH):
+                batch = rows[start:start + self._CACHE_BATCH]
+
+                def _write(s: Session, batch: list[dict[str, object]] = batch) -> None:
+                    # Core executemany (not the ORM's bulk update by primary key).
+                    s.connection().execute(self._CACHE_UPDATE, batch)
+
+                try:
+                    await self.db.run_write(_write)
+                except Exception as exc:  # noqa: BLE001 - a cache: never fail a reader for it
+                    log.warning("key cache not written: %s", type(exc).__name__)
+                    return
+
+    async def drain(self) -> None:
+        """Wait for background writes of this store (before closing the database)."""
+        while self._cache_task is not None and not self._cache_task.done():
+            await asyncio.shield(self._cache_task)
+
     def delivery(self, *, sender: str, source: str, actor: str | None = None) -> Delivery:
         """Start a delivery transaction (nothing is written before :meth:`Delivery.commit`)."""
         return Delivery(self, sender=sender, source=source, actor=actor)
@@ -444,7 +503,9 @@ class MailboxSession:
         self.kind = kind
         self._public = public
         self._private = private
+        self._cache_key = crypto.derive_cache_key(private)
         self._keys: OrderedDict[int, bytes] = OrderedDict()
+        self._to_cache: dict[int, bytes] = {}
 
     @property
     def db(self) -> Database:
@@ -466,20 +527,30 @@ class MailboxSession:
 
     # --- folders ------------------------------------------------------------------------------
     async def folders(self) -> list[FolderInfo]:
-        async with self.db.read() as s:
-            rows = (await s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id)
-                                    .order_by(Folder.name))).scalars()
+        def read(s: Session) -> list[FolderInfo]:
+            rows = s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id)
+                             .order_by(Folder.name)).scalars()
             return [_folder_info(f) for f in rows]
 
+        return await self.db.run_read(read)
+
     async def folder(self, name: str) -> FolderInfo:
-        async with self.db.read() as s:
-            return _folder_info(await self._folder(s, name))
+        return await self.db.run_read(lambda s: _folder_info(self._folder_sync(s, name)))
 
     async def _folder(self, s: AsyncSession, name: str) -> Folder:
         if name.upper() == "INBOX":
             name = "INBOX"
         f = (await s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id,
                                                   Folder.name == name))).scalar_one_or_none()
+        if f is None:
+            raise NotFound(f"no folder named {name!r}")
+        return f
+
+    def _folder_sync(self, s: Session, name: str) -> Folder:
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        f = s.execute(select(Folder).where(Folder.mailbox_id == self.mailbox_id,
+                                           Folder.name == name)).scalar_one_or_none()
         if f is None:
             raise NotFound(f"no folder named {name!r}")
         return f
@@ -551,29 +622,40 @@ class MailboxSession:
             f.subscribed = subscribed
 
     async def status(self, name: str) -> FolderStatus:
-        async with self.db.read() as s:
-            f = await self._folder(s, name)
-            count, size = (await s.execute(select(
+        def read(s: Session) -> FolderStatus:
+            f = self._folder_sync(s, name)
+            count, size = s.execute(select(
                 func.count(Message.id), func.coalesce(func.sum(Message.size), 0)).where(
-                Message.folder_id == f.id))).one()
-            seen = (await s.execute(select(func.count(Message.id)).where(
-                Message.folder_id == f.id, Message.flags.like("%\\Seen%")))).scalar_one()
-            modseq = (await s.execute(select(Mailbox.highest_modseq).where(
-                Mailbox.id == self.mailbox_id))).scalar_one()
+                Message.folder_id == f.id)).one()
+            seen = s.execute(select(func.count(Message.id)).where(
+                Message.folder_id == f.id, Message.flags.like("%\\Seen%"))).scalar_one()
+            modseq = s.execute(select(Mailbox.highest_modseq).where(
+                Mailbox.id == self.mailbox_id)).scalar_one()
             return FolderStatus(f.name, count, count - seen, f.uidnext, f.uidvalidity, modseq,
                                 int(size))
+
+        return await self.db.run_read(read)
 
     # --- messages -----------------------------------------------------------------------------
     async def messages(self, name: str, uids: Sequence[int] | None = None) -> list[MessageInfo]:
         """Messages of a folder in UID order (all, or those among ``uids``)."""
-        async with self.db.read() as s:
-            f = await self._folder(s, name)
-            q = select(Message).where(Message.folder_id == f.id)
-            if uids is not None:
-                q = q.where(Message.uid.in_(list(uids)))
-            return [_info(m) for m in (await s.execute(q.order_by(Message.uid))).scalars()]
+        wanted = None if uids is None else list(uids)
 
-    async def _data_keys(self, s: AsyncSession, content_ids: Sequence[int]) -> dict[int, bytes]:
+        def read(s: Session) -> list[MessageInfo]:
+            f = self._folder_sync(s, name)
+            q = select(*_INFO_COLUMNS).where(Message.folder_id == f.id)
+            if wanted is not None:
+                q = q.where(Message.uid.in_(wanted))
+            return [_info_row(r) for r in s.execute(q.order_by(Message.uid))]
+
+        return await self.db.run_read(read)
+
+    def _data_keys(self, s: Session, content_ids: Sequence[int]) -> dict[int, bytes]:
+        """Data keys of contents: from memory, else the key cache (one AES-GCM), else HPKE.
+
+        Keys opened with HPKE are queued for the key cache (see ``crypto``); the async caller
+        then calls :meth:`_cache_later`, so that readers never wait for that write.
+        """
         out: dict[int, bytes] = {}
         missing = []
         for cid in content_ids:
@@ -583,14 +665,35 @@ class MailboxSession:
             else:
                 out[cid] = key
         for start in range(0, len(missing), 500):
-            rows = (await s.execute(select(Content.id, Content.suite, Content.sealed_key).where(
+            rows = s.execute(select(
+                Content.id, Content.suite, Content.sealed_key, Content.key_cache).where(
                 Content.id.in_(missing[start:start + 500]),
-                Content.mailbox_id == self.mailbox_id))).all()
-            for cid, suite, blob in rows:
-                key = crypto.open_data_key(self._private, crypto.SealedKey(suite, blob))
+                Content.mailbox_id == self.mailbox_id)).all()
+            for cid, suite, blob, cached in rows:
+                sealed = crypto.SealedKey(suite, blob)
+                key = None
+                if cached is not None:
+                    try:
+                        key = crypto.unwrap_cached_key(self._cache_key, self.mailbox_id, sealed,
+                                                       cached)
+                    except crypto.CryptoError:
+                        key = None  # altered or foreign: HPKE decides, and the cache is redone
+                if key is None:
+                    key = crypto.open_data_key(self._private, sealed)
+                    self._to_cache[cid] = crypto.wrap_cached_key(self._cache_key,
+                                                                 self.mailbox_id, sealed, key)
                 out[cid] = key
                 self._remember(cid, key)
         return out
+
+    def _cache_later(self) -> None:
+        if self._to_cache:
+            self.store.cache_keys_later(self)
+
+    def take_cache_writes(self) -> dict[int, bytes]:
+        """The key-cache entries waiting to be written (handed over once)."""
+        pending, self._to_cache = self._to_cache, {}
+        return pending
 
     def _remember(self, cid: int, key: bytes) -> None:
         self._keys[cid] = key
@@ -599,14 +702,22 @@ class MailboxSession:
 
     async def summaries(self, name: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         """Decrypted summaries (subject, sender, attachments…) of messages, by UID."""
-        async with self.db.read() as s:
-            f = await self._folder(s, name)
-            rows = (await s.execute(select(Message.uid, Content.id, Content.meta).join(
+        wanted = list(uids)
+
+        def read(s: Session) -> dict[int, MessageSummary]:
+            f = self._folder_sync(s, name)
+            rows = s.execute(select(Message.uid, Content.id, Content.meta).join(
                 Content, Content.id == Message.content_id).where(
-                Message.folder_id == f.id, Message.uid.in_(list(uids))))).all()
-            keys = await self._data_keys(s, [r[1] for r in rows])
-        return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta, META)))
-                for uid, cid, meta in rows}
+                Message.folder_id == f.id, Message.uid.in_(wanted))).all()
+            keys = self._data_keys(s, [r[1] for r in rows])
+            return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta,
+                                                                            META)))
+                    for uid, cid, meta in rows}
+
+        try:
+            return await self.db.run_read(read)
+        finally:
+            self._cache_later()
 
     async def fetch(self, name: str, uid: int) -> bytes:
         got = await self.fetch_many(name, [uid])
@@ -617,16 +728,24 @@ class MailboxSession:
     async def fetch_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         """Decrypted raw messages (RFC 5322 bytes), by UID."""
         out: dict[int, bytes] = {}
-        async with self.db.read() as s:
-            f = await self._folder(s, name)
-            for start in range(0, len(uids), 200):
-                rows = (await s.execute(select(Message.uid, Content.id, Content.body).join(
+        wanted = list(uids)
+        # Batches of 200 in separate reads: a large FETCH does not hold the loop for long.
+        for start in range(0, len(wanted), 200):
+            batch = wanted[start:start + 200]
+
+            def read(s: Session, batch: list[int] = batch) -> None:
+                f = self._folder_sync(s, name)
+                rows = s.execute(select(Message.uid, Content.id, Content.body).join(
                     Content, Content.id == Message.content_id).where(
-                    Message.folder_id == f.id,
-                    Message.uid.in_(list(uids[start:start + 200]))))).all()
-                keys = await self._data_keys(s, [r[1] for r in rows])
+                    Message.folder_id == f.id, Message.uid.in_(batch))).all()
+                keys = self._data_keys(s, [r[1] for r in rows])
                 for uid, cid, body in rows:
                     out[uid] = crypto.decrypt(keys[cid], body, BODY)
+
+            try:
+                await self.db.run_read(read)
+            finally:
+                self._cache_later()
         return out
 
     # --- the outbound relay queue (system relay mailbox only) ---------------------------------
@@ -669,12 +788,13 @@ class MailboxSession:
                           mode: FlagMode) -> list[MessageInfo]:
         """Change flags (RFC 3501 §6.4.6); returns the messages whose flags changed."""
         wanted = frozenset(flags)
-        changed: list[MessageInfo] = []
-        async with self.db.write() as s:
-            f = await self._folder(s, name)
-            msgs = list((await s.execute(select(Message).where(
-                Message.folder_id == f.id, Message.uid.in_(list(uids)))
-                .order_by(Message.uid))).scalars())
+        uid_list = list(uids)
+
+        def change(s: Session) -> list[MessageInfo]:
+            f = self._folder_sync(s, name)
+            msgs = list(s.execute(select(Message).where(
+                Message.folder_id == f.id, Message.uid.in_(uid_list))
+                .order_by(Message.uid)).scalars())
             updates: list[tuple[Message, frozenset[str]]] = []
             for m in msgs:
                 old = _flags_set(m.flags)
@@ -682,21 +802,25 @@ class MailboxSession:
                     else wanted
                 if new != old:
                     updates.append((m, new))
+            changed: list[MessageInfo] = []
             if updates:
-                modseq = await self._next_modseq(s)
+                modseq = self._next_modseq_sync(s)
                 for m, new in updates:
                     m.flags = _flags_text(new)
                     m.modseq = modseq
                     changed.append(_info(m))
-                await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+                self.store.events.notify_sync(s, {self.mailbox_id})
+            return changed
+
+        changed = await self.store.writer.run(change)
         if changed:
             self.store.events.publish(self.mailbox_id)
         return changed
 
-    async def _next_modseq(self, s: AsyncSession) -> int:
-        return int((await s.execute(update(Mailbox).where(Mailbox.id == self.mailbox_id).values(
+    def _next_modseq_sync(self, s: Session) -> int:
+        return int(s.execute(update(Mailbox).where(Mailbox.id == self.mailbox_id).values(
             highest_modseq=Mailbox.highest_modseq + 1).returning(Mailbox.highest_modseq))
-        ).scalar_one())
+            .scalar_one())
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> tuple[int, list[
             tuple[int, int]]]:
@@ -710,25 +834,27 @@ class MailboxSession:
 
     async def _copy(self, name: str, uids: Sequence[int], dest: str, *,
                     move: bool) -> tuple[int, list[tuple[int, int]]]:
-        pairs: list[tuple[int, int]] = []
-        async with self.db.write() as s:
-            src = await self._folder(s, name)
-            dst = await self._folder(s, dest)
-            msgs = list((await s.execute(select(Message).where(
-                Message.folder_id == src.id, Message.uid.in_(list(uids)))
-                .order_by(Message.uid))).scalars())
+        uid_list = list(uids)
+
+        def change(s: Session) -> tuple[int, list[tuple[int, int]]]:
+            pairs: list[tuple[int, int]] = []
+            src = self._folder_sync(s, name)
+            dst = self._folder_sync(s, dest)
+            msgs = list(s.execute(select(Message).where(
+                Message.folder_id == src.id, Message.uid.in_(uid_list))
+                .order_by(Message.uid)).scalars())
             if msgs:
                 if not move:
                     total = sum(m.size for m in msgs)
-                    box = await s.get(Mailbox, self.mailbox_id)
+                    box = s.get(Mailbox, self.mailbox_id)
                     assert box is not None  # noqa: S101
                     if box.used_bytes + total > box.quota_bytes:
                         raise QuotaExceeded("mailbox quota exceeded")
                     box.used_bytes += total
-                first = (await s.execute(update(Folder).where(Folder.id == dst.id).values(
-                    uidnext=Folder.uidnext + len(msgs)).returning(Folder.uidnext))
+                first = s.execute(update(Folder).where(Folder.id == dst.id).values(
+                    uidnext=Folder.uidnext + len(msgs)).returning(Folder.uidnext)
                 ).scalar_one() - len(msgs)
-                modseq = await self._next_modseq(s)
+                modseq = self._next_modseq_sync(s)
                 for offset, m in enumerate(msgs):
                     new_uid = first + offset
                     s.add(Message(mailbox_id=self.mailbox_id, folder_id=dst.id, uid=new_uid,
@@ -736,12 +862,14 @@ class MailboxSession:
                                   internal_date=m.internal_date, size=m.size, modseq=modseq))
                     pairs.append((m.uid, new_uid))
                     if move:
-                        await s.delete(m)
-                await audit.append(s, "message.move" if move else "message.copy",
-                                   mailbox_id=self.mailbox_id,
-                                   details={"count": len(msgs), "to": dst.special_use or "folder"})
-                await self.store.events.notify_in_transaction(s, {self.mailbox_id})
-            validity = dst.uidvalidity
+                        s.delete(m)
+                audit.append_many_sync(s, [audit.Entry(
+                    "message.move" if move else "message.copy", None, self.mailbox_id, "ok",
+                    None, {"count": len(msgs), "to": dst.special_use or "folder"})])
+                self.store.events.notify_sync(s, {self.mailbox_id})
+            return dst.uidvalidity, pairs
+
+        validity, pairs = await self.store.writer.run(change)
         if pairs:
             self.store.events.publish(self.mailbox_id)
         return validity, pairs
@@ -749,37 +877,47 @@ class MailboxSession:
     async def expunge(self, name: str, uids: Sequence[int] | None = None) -> list[int]:
         """Remove messages flagged ``\\Deleted`` (only those in ``uids`` if given: UID EXPUNGE,
         RFC 4315 §2.1); returns the removed UIDs in ascending order."""
-        async with self.db.write() as s:
-            f = await self._folder(s, name)
+        uid_list = None if uids is None else list(uids)
+
+        def change(s: Session) -> list[int]:
+            f = self._folder_sync(s, name)
             q = select(Message).where(Message.folder_id == f.id,
                                       Message.flags.like("%\\Deleted%"))
-            if uids is not None:
-                q = q.where(Message.uid.in_(list(uids)))
-            msgs = [m for m in (await s.execute(q.order_by(Message.uid))).scalars()
+            if uid_list is not None:
+                q = q.where(Message.uid.in_(uid_list))
+            msgs = [m for m in s.execute(q.order_by(Message.uid)).scalars()
                     if "\\Deleted" in _flags_set(m.flags)]
             if not msgs:
                 return []
             removed = [m.uid for m in msgs]
             freed = sum(m.size for m in msgs)
             content_ids = [m.content_id for m in msgs]
-            await s.execute(delete(Message).where(Message.id.in_([m.id for m in msgs])))
-            await self._gc_contents(s, content_ids)
-            box = await s.get(Mailbox, self.mailbox_id)
+            s.execute(delete(Message).where(Message.id.in_([m.id for m in msgs])))
+            self._gc_contents_sync(s, content_ids)
+            box = s.get(Mailbox, self.mailbox_id)
             assert box is not None  # noqa: S101
             box.used_bytes = max(0, box.used_bytes - freed)
-            await self._next_modseq(s)
-            await audit.append(s, "message.expunge", mailbox_id=self.mailbox_id,
-                               details={"count": len(removed)})
-            await self.store.events.notify_in_transaction(s, {self.mailbox_id})
+            self._next_modseq_sync(s)
+            audit.append_many_sync(s, [audit.Entry("message.expunge", None, self.mailbox_id,
+                                                   "ok", None, {"count": len(removed)})])
+            self.store.events.notify_sync(s, {self.mailbox_id})
+            return removed
+
+        removed = await self.store.writer.run(change)
+        if not removed:
+            return []
         self.store.events.publish(self.mailbox_id)
         return removed
 
     async def _gc_contents(self, s: AsyncSession, content_ids: Sequence[int]) -> None:
+        await s.run_sync(self._gc_contents_sync, content_ids)
+
+    def _gc_contents_sync(self, s: Session, content_ids: Sequence[int]) -> None:
         """Delete sealed contents no longer referenced by any message (copies share one)."""
         if not content_ids:
             return
-        await s.flush()
-        await s.execute(delete(Content).where(
+        s.flush()
+        s.execute(delete(Content).where(
             Content.id.in_(list(set(content_ids))),
             ~exists().where(Message.content_id == Content.id)))
         for cid in content_ids:
@@ -803,18 +941,14 @@ class MailboxSession:
         folder)``. When nothing changed in the mailbox the last two are ``[]`` and ``None``,
         at the cost of one indexed read; appends, flag changes, moves and expunges all raise
         the mailbox's highest modseq."""
-        async with self.db.read() as s:
-            highest = int((await s.execute(select(Mailbox.highest_modseq).where(
-                Mailbox.id == self.mailbox_id))).scalar_one())
+        def read(s: Session) -> tuple[int, list[MessageInfo], list[int] | None]:
+            highest = self._highest_modseq(s)
             if highest <= modseq:
                 return highest, [], None
-            f = await self._folder(s, name)
-            changed = [_info(m) for m in (await s.execute(select(Message).where(
-                Message.folder_id == f.id, Message.modseq > modseq)
-                .order_by(Message.uid))).scalars()]
-            uids = list((await s.execute(select(Message.uid).where(
-                Message.folder_id == f.id).order_by(Message.uid))).scalars())
-        return highest, changed, [int(u) for u in uids]
+            f = self._folder_sync(s, name)
+            return highest, self._changed(s, f.id, modseq), self._all_uids(s, f.id)
+
+        return await self.db.run_read(read)
 
     async def view_changes(self, name: str, modseq: int, known: int,
                            last_uid: int) -> tuple[int, list[MessageInfo], list[int] | None]:
@@ -825,26 +959,33 @@ class MailboxSession:
         remain (UIDs are never reused, RFC 3501 §2.3.1.1); otherwise the list is None.
         Read-only; with many sessions on one folder, each flag change would otherwise make
         every other session read the whole UID list."""
-        async with self.db.read() as s:
-            highest = int((await s.execute(select(Mailbox.highest_modseq).where(
-                Mailbox.id == self.mailbox_id))).scalar_one())
+        def read(s: Session) -> tuple[int, list[MessageInfo], list[int] | None]:
+            highest = self._highest_modseq(s)
             if highest <= modseq:
                 return highest, [], None
-            f = await self._folder(s, name)
-            rows = (await s.execute(select(
-                Message.id, Message.uid, Message.flags, Message.internal_date, Message.size,
-                Message.modseq, Message.content_id).where(
-                Message.mailbox_id == self.mailbox_id, Message.folder_id == f.id,
-                Message.modseq > modseq).order_by(Message.uid))).all()
-            changed = [MessageInfo(r[0], r[1], _flags_set(r[2]), r[3], r[4], r[5], r[6])
-                       for r in rows]
-            remaining = int((await s.execute(select(func.count(Message.id)).where(
-                Message.folder_id == f.id, Message.uid <= last_uid))).scalar_one())
+            f = self._folder_sync(s, name)
+            changed = self._changed(s, f.id, modseq)
+            remaining = int(s.execute(select(func.count(Message.id)).where(
+                Message.folder_id == f.id, Message.uid <= last_uid)).scalar_one())
             if remaining == known:
                 return highest, changed, None
-            uids = list((await s.execute(select(Message.uid).where(
-                Message.folder_id == f.id).order_by(Message.uid))).scalars())
-        return highest, changed, [int(u) for u in uids]
+            return highest, changed, self._all_uids(s, f.id)
+
+        return await self.db.run_read(read)
+
+    def _highest_modseq(self, s: Session) -> int:
+        return int(s.execute(select(Mailbox.highest_modseq).where(
+            Mailbox.id == self.mailbox_id)).scalar_one())
+
+    def _changed(self, s: Session, folder_id: int, modseq: int) -> list[MessageInfo]:
+        return [_info_row(r) for r in s.execute(select(*_INFO_COLUMNS).where(
+            Message.mailbox_id == self.mailbox_id, Message.folder_id == folder_id,
+            Message.modseq > modseq).order_by(Message.uid))]
+
+    @staticmethod
+    def _all_uids(s: Session, folder_id: int) -> list[int]:
+        return [int(u) for u in s.execute(select(Message.uid).where(
+            Message.folder_id == folder_id).order_by(Message.uid)).scalars()]
 
     async def search_text(self, name: str, query: str, *,
                           uids: Sequence[int] | None = None) -> list[int]:
