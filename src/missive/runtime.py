@@ -47,6 +47,7 @@ class Core:
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.store.drain()
         await self.events.stop()
         await self.db.dispose()
         if self.keystore is not None:
