@@ -70,7 +70,7 @@ def parse(stream: bytes, cuts: list[int], size_limit: int | None,
     parser = DataParser(size_limit, line_limit)
     buffered = b""
     consumed = 0
-    bounds = sorted({c for c in cuts if 0 < c < len(stream)}) + [len(stream)]
+    bounds = [*sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
     start = 0
     for bound in bounds:
         buffered += stream[start:bound]
@@ -183,7 +183,7 @@ def test_stream_reader_leaves_what_follows(stream: bytes, cuts: list[int]) -> No
 
         async def produce() -> None:
             start = 0
-            for bound in sorted({c for c in cuts if 0 < c < len(stream)}) + [len(stream)]:
+            for bound in [*sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]:
                 reader.feed_data(stream[start:bound])
                 start = bound
                 await asyncio.sleep(0)
