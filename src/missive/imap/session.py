@@ -50,6 +50,7 @@ from missive.imap.search import (
     needs_body,
     needs_content,
 )
+from missive.mailbox import views
 from missive.mailbox.store import (
     MailboxClosed,
     MailboxSession,
@@ -138,6 +139,7 @@ class SelectedView:
     keywords: set[str] = field(default_factory=set)
     announced: set[str] = field(default_factory=set)
     modseq: int = 0  # the mailbox's highest modseq when this view was last brought up to date
+    folder_id: int = 0  # the store's id of the folder (catch-up reads go by id, not by name)
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
@@ -297,8 +299,8 @@ class Session:
         if changed is not None:
             changed.clear()
         self._pending = False
-        highest, changes, uids = await mbox.view_changes(
-            view.name, view.modseq, len(view.uids), view.uids[-1] if view.uids else 0)
+        highest, changes, uids = await views.view_changes(
+            mbox, view.folder_id, view.modseq, len(view.uids), view.uids[-1] if view.uids else 0)
         if highest <= view.modseq:
             return
         present = set(uids) if uids is not None else None  # None: nothing was expunged
@@ -464,10 +466,10 @@ class Session:
             raise Refusal("no such mailbox", "NONEXISTENT") from None
         if self._changed is not None:
             self._changed.clear()
-        highest = await mbox.highest_modseq()  # before the list: a change in between is re-read
-        infos = await mbox.messages(folder.name)
+        # The highest modseq and the list in one read: a later change is seen by the next sync.
+        highest, infos = await views.folder_messages(mbox, folder.id)
         view = SelectedView(folder.name, cmd.name == "EXAMINE", folder.uidvalidity,
-                            modseq=highest)
+                            modseq=highest, folder_id=folder.id)
         for m in infos:
             view.add(m)
         view.announced = set(view.keywords)
