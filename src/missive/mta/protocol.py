@@ -20,6 +20,9 @@ What :class:`MissiveSMTP` changes, and why:
 - **TLS facts**: after the handshake (implicit TLS or STARTTLS) the session records version,
   cipher and the verified client certificate, which is checked against the CRLs we hold when
   OpenSSL could not check it during the handshake (:meth:`ServerTLS.check_peer`).
+- **Paths**: ``_getaddr`` (the MAIL/RCPT path parser) takes the common ``<local@domain>``
+  shape with a regular expression (:func:`simple_path`), giving what aiosmtpd's
+  ``email._header_value_parser`` walk gives for it; anything else goes to aiosmtpd's.
 - ``command_size_limits`` is made per connection (aiosmtpd keeps it on the class, so every
   EHLO anywhere grew the shared MAIL limit); MAIL gets room for SIZE, BODY, SMTPUTF8, RET and
   ENVID, RCPT for NOTIFY and ORCPT (RFC 3461 §4: ORCPT may be 500 octets).
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
@@ -67,6 +71,26 @@ _AUDITED = {
     "530 5.7.0 Authentication required": ("P1", "command before AUTH"),
     codes.AUTH_ENCRYPTION_REQUIRED: ("P1", "AUTH before TLS"),
 }
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 §3.2.3 atext, ASCII only
+#: ``<dot-atom@ldh-labels>`` then the blanks before the parameters (RFC 5321 §4.1.2 Path).
+_SIMPLE_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*")
+
+
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """``(address, rest)`` of a path of the common shape ``<dot-atom@domain>``, else None.
+
+    For such a path, this is what aiosmtpd's ``_getaddr`` returns (it runs the RFC 5322
+    header parser, ``get_angle_addr``, and builds a class on every call: a sizeable share of
+    each MAIL and RCPT); quoted local parts, comments, source routes, address literals and
+    non-ASCII addresses are left to it.
+    """
+    found = _SIMPLE_PATH.match(arg)
+    if found is None or arg.startswith("(", found.end()):
+        return None
+    return found.group(1), arg[found.end():]
 
 
 class MissiveSMTP(SMTP):
@@ -174,6 +198,17 @@ class MissiveSMTP(SMTP):
             self._in_ehlo = False
             # aiosmtpd adds room for SIZE and SMTPUTF8 at every EHLO; ours is already there.
             self.command_size_limits["MAIL"] = _MAIL_LIMIT
+
+    # --- paths --------------------------------------------------------------------------------
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        simple = simple_path(arg) if arg else None
+        if simple is None:
+            return super()._getaddr(arg)
+        address, rest = simple
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     # --- DSN parameters -----------------------------------------------------------------------
 
