@@ -112,7 +112,43 @@ class MemoPolicy(EmailPolicy):
 
 
 def parse_message(raw: bytes) -> EmailMessage:
-    """Parse ``raw`` (RFC 5322 / MIME) as ``email.policy.default`` does, with the header memo."""
+    """Parse ``raw`` (RFC 5322 / MIME) as ``email.policy.default`` does, with the header memo.
+
+    A single-part message (the common case: no ``multipart/*`` or ``message/*`` type) whose
+    header block is cleanly delimited is parsed by :func:`_parse_single_part`: same message
+    object, without feeding the body line by line through the parser.
+    """
+    single = _parse_single_part(raw)
+    if single is not None:
+        return single
     msg = email.message_from_bytes(raw, policy=MemoPolicy())
     assert isinstance(msg, EmailMessage)  # noqa: S101 - guaranteed by EmailPolicy
+    return msg
+
+
+def _parse_single_part(raw: bytes) -> EmailMessage | None:
+    """The message the full parse would give, or None when this shortcut does not apply.
+
+    The standard parser reads header lines up to the first empty line, then, for a type that
+    is neither ``multipart`` nor ``message``, makes the whole rest of the input the payload,
+    octet for octet (``FeedParser._parsegen``). So when the header block ends at the first
+    ``CRLF CRLF`` (no bare CR or LF before it, which the parser would take as line ends, and
+    no line that ends the headers earlier, which would leave something in the payload of the
+    parsed header block), parsing the header block alone and setting the rest as the payload
+    yields the same message, at a fraction of the cost (the body of a 10 KB message was about
+    140 parser steps). Anything else: None, and the caller parses everything.
+    """
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = raw[:end + 4]
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        return None
+    msg = email.message_from_bytes(head, policy=MemoPolicy())
+    assert isinstance(msg, EmailMessage)  # noqa: S101 - guaranteed by EmailPolicy
+    if msg.get_content_maintype() in ("multipart", "message") or msg.get_payload() != "":
+        return None
+    # As the parser does (BytesParser decodes the input as ASCII with surrogateescape).
+    msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
     return msg
