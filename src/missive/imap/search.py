@@ -19,7 +19,7 @@ import email.policy
 import email.utils
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from email.message import Message
 
@@ -27,7 +27,8 @@ from missive.imap.fetch import parse_fields, split_header
 from missive.imap.parser import SearchKey, SeqSet
 from missive.mailbox.store import MessageInfo
 
-__all__ = ["Candidate", "HeaderFields", "header_fields", "matches", "needs_body",
+__all__ = ["Candidate", "HeaderFields", "header_fields", "header_predicate", "matches",
+           "needs_body",
            "needs_content"]
 
 _CONTENT_OPS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
@@ -47,32 +48,77 @@ def needs_body(key: SearchKey) -> bool:
     return any(isinstance(a, SearchKey) and needs_body(a) for a in key.args)
 
 
-#: A message's header fields as (lower-case name, raw unfolded value), in order. Small and
-#: immutable for a given UID, so a session keeps them to answer header searches again without
-#: decrypting.
-HeaderFields = tuple[tuple[str, str], ...]
+class HeaderFields:
+    """A message's header fields as (lower-case name, raw unfolded value), in order, with the
+    values looked up by name and case-folded for matching built on first use.
+
+    Small and immutable for a given UID, so the mailbox's sessions keep them
+    (:class:`missive.imap.cache.MailboxCache`) to answer header searches again without
+    decrypting; the lookups are kept too, so a repeated ``SEARCH HEADER``/``FROM``/``SUBJECT``
+    costs a dictionary lookup and a substring test per message, not a parse."""
+
+    __slots__ = ("_by_name", "_folded", "fields")
+
+    def __init__(self, fields: tuple[tuple[str, str], ...]) -> None:
+        self.fields = fields
+        self._by_name: dict[str, list[str]] | None = None
+        self._folded: dict[tuple[str, bool], tuple[str, ...]] = {}
+
+    def raw(self, name: str) -> list[str]:
+        """The raw values of the fields called ``name`` (lower case), in order."""
+        if self._by_name is None:
+            by_name: dict[str, list[str]] = {}
+            for k, v in self.fields:
+                by_name.setdefault(k, []).append(v)
+            self._by_name = by_name
+        return self._by_name.get(name, [])
+
+    def folded(self, name: str, with_raw: bool) -> tuple[str, ...]:
+        """The RFC 2047-decoded values of ``name`` (and, ``with_raw``, the raw ones too),
+        case-folded for RFC 3501 §6.4.4's case-insensitive substring match."""
+        key = (name, with_raw)
+        got = self._folded.get(key)
+        if got is None:
+            raw = self.raw(name)
+            values = [_decode_header(v) for v in raw] + (raw if with_raw else [])
+            got = tuple(v.casefold() for v in values)
+            self._folded[key] = got
+        return got
 
 
 def header_fields(raw: bytes) -> HeaderFields:
     try:
         msg = parse_fields(split_header(raw)[0])
-        return tuple((k.lower(), re.sub(r"\r?\n(?=[ \t])", "", str(v)))
-                     for k, v in msg.items())
+        return HeaderFields(tuple((k.lower(), re.sub(r"\r?\n(?=[ \t])", "", str(v)))
+                                  for k, v in msg.items()))
     except Exception:  # noqa: BLE001 - unparsable header: nothing to match
-        return ()
+        return HeaderFields(())
 
 
-@dataclass
 class Candidate:
-    """One message under test: its sequence number, metadata, and (lazily) its parsed content."""
+    """One message under test: its sequence number, metadata, and (lazily) its flags and parsed
+    content. A plain class with slots: a SEARCH builds one per message of the folder."""
 
-    seq: int
-    info: MessageInfo
-    flags: frozenset[str]
-    raw: bytes | None = None
-    head: HeaderFields | None = None
-    _msg: Message | None = field(default=None, repr=False)
-    _body: str | None = field(default=None, repr=False)
+    __slots__ = ("_body", "_flags", "_flags_of", "_msg", "head", "info", "raw", "seq")
+
+    def __init__(self, seq: int, info: MessageInfo, flags: frozenset[str] | None = None,
+                 raw: bytes | None = None, head: HeaderFields | None = None, *,
+                 flags_of: Callable[[int], frozenset[str]] | None = None) -> None:
+        self.seq = seq
+        self.info = info
+        self._flags = flags
+        self._flags_of = flags_of
+        self.raw = raw
+        self.head = head
+        self._msg: Message | None = None
+        self._body: str | None = None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        """The message's flags (with the session's ``\\Recent``), computed when a key asks."""
+        if self._flags is None:
+            self._flags = self._flags_of(self.info.uid) if self._flags_of else self.info.flags
+        return self._flags
 
     @property
     def message(self) -> Message:
@@ -88,14 +134,13 @@ class Candidate:
         return self.head
 
     def raw_values(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for k, v in self.headers if k == name]
+        return self.headers.raw(name.lower())
 
     def header_values(self, name: str) -> list[str]:
         return [_decode_header(v) for v in self.raw_values(name)]
 
     def headers_text(self) -> str:
-        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.headers)
+        return "\n".join(f"{k}: {_decode_header(v)}" for k, v in self.headers.fields)
 
     def body_text(self) -> str:
         if self._body is None:
@@ -152,6 +197,36 @@ class Context:
     recent: frozenset[int]
 
 
+_HEADER_OPS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc", "SUBJECT": "subject"}
+
+
+def header_predicate(key: SearchKey) -> Callable[[HeaderFields], bool] | None:
+    """The key as a test of header fields alone, when it is one (HEADER, FROM, TO, CC, BCC,
+    SUBJECT, combined with AND, OR, NOT); None otherwise. Same answers as :func:`matches`,
+    without building a :class:`Candidate` per message: what clients search most often
+    (Message-ID lookups, sender, subject) costs a lookup and a substring test per message."""
+    op, args = key.op, key.args
+    if op in _HEADER_OPS:
+        name, needle = _HEADER_OPS[op], str(args[0]).casefold()
+        return lambda h: any(needle in v for v in h.folded(name, True))
+    if op == "HEADER":
+        name, needle = str(args[0]).lower(), str(args[1]).casefold()
+        return lambda h: any(needle in v for v in h.folded(name, False))
+    if op == "ALL":
+        return lambda h: True
+    if op in ("AND", "OR", "NOT"):
+        subs = [header_predicate(a) if isinstance(a, SearchKey) else None for a in args]
+        if not subs or any(f is None for f in subs):
+            return None
+        tests = [f for f in subs if f is not None]
+        if op == "NOT":
+            return lambda h: not tests[0](h)
+        if op == "AND":
+            return lambda h: all(t(h) for t in tests)
+        return lambda h: any(t(h) for t in tests)
+    return None
+
+
 def matches(key: SearchKey, c: Candidate, ctx: Context) -> bool:
     return _OPS[key.op](key.args, c, ctx)
 
@@ -189,18 +264,20 @@ def _uid(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
 
 
 def _text_header(name: str) -> Callable[[tuple[object, ...], Candidate, Context], bool]:
+    lower = name.lower()
+
     def check(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
-        values = c.header_values(name)
-        raw = c.raw_values(name)
-        return _contains(values + raw, str(args[0]))
+        needle = str(args[0]).casefold()
+        return any(needle in h for h in c.headers.folded(lower, True))
     return check
 
 
 def _header(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:
-    values = c.header_values(str(args[0]))
+    values = c.headers.folded(str(args[0]).lower(), False)
     if not values:
         return False
-    return str(args[1]) == "" or _contains(values, str(args[1]))
+    needle = str(args[1]).casefold()
+    return any(needle in h for h in values)
 
 
 def _body(args: tuple[object, ...], c: Candidate, ctx: Context) -> bool:

@@ -46,6 +46,7 @@ from missive.imap.search import (
     Candidate,
     Context,
     header_fields,
+    header_predicate,
     matches,
     needs_body,
     needs_content,
@@ -74,6 +75,8 @@ SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
+#: Untagged FETCH responses are buffered up to this size before being written.
+_FLUSH_BYTES = 256 * 1024
 READ_AHEAD = 64
 AUDIT_DELAY = 1.0
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
@@ -801,23 +804,28 @@ class Session:
         shared = self._cached()
         heads = shared.heads
         found: list[int] = []
+        validity, infos, flags_of, key = view.uidvalidity, view.infos, view.flags_of, cmd.key
+        by_header = header_predicate(key) if content and not body else None
         for start in range(0, len(view.uids), _FETCH_BATCH):
             batch = view.uids[start:start + _FETCH_BATCH]
-            wanted = [u for u in batch if body or (view.uidvalidity, u) not in heads] \
-                if content else []
-            raws = await self._bodies(view, wanted, read_ahead=False) if wanted else {}
-            for offset, uid in enumerate(batch):
-                info = view.infos.get(uid)
+            wanted = {u for u in batch if body or (validity, u) not in heads} \
+                if content else set()
+            raws = await self._bodies(view, sorted(wanted), read_ahead=False) if wanted else {}
+            for seq, uid in enumerate(batch, start + 1):
+                info = infos.get(uid)
                 if info is None or (uid in wanted and uid not in raws):
                     continue
-                key = (view.uidvalidity, uid)
-                head = heads.get(key)
+                head = heads.get((validity, uid)) if content else None
                 if content and head is None:
                     head = header_fields(raws[uid])
-                    shared.keep_head(key, head)
-                c = Candidate(start + offset + 1, info, view.flags_of(uid), raws.get(uid), head)
-                if matches(cmd.key, c, ctx):
-                    found.append(uid if cmd.uid else start + offset + 1)
+                    shared.keep_head((validity, uid), head)
+                if by_header is not None:
+                    if by_header(head):  # type: ignore[arg-type]
+                        found.append(uid if cmd.uid else seq)
+                    continue
+                c = Candidate(seq, info, None, raws.get(uid), head, flags_of=flags_of)
+                if matches(key, c, ctx):
+                    found.append(uid if cmd.uid else seq)
         if cmd.returns is not None:
             parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if cmd.uid else [])
             opts = cmd.returns or ("ALL",)
@@ -872,25 +880,36 @@ class Session:
                     view.infos[changed.uid] = changed
                     seen_now.add(changed.uid)
         read_uids: list[int] = []
+        has_flags = any(a.name == "FLAGS" for a in cmd.attrs)
+        add_modseq = "CONDSTORE" in self.enabled and not any(a.name == "MODSEQ"
+                                                              for a in cmd.attrs)
+        send = self.io.send
+        pending = 0
         for start in range(0, len(targets), _FETCH_BATCH):
             batch = targets[start:start + _FETCH_BATCH]
             wanted = [u for _, u in batch if self._needs_raw(cmd, view, u)] if need_raw else []
             raws = await self._bodies(view, wanted) if wanted else {}
+            lines: list[bytes] = []
             for seq, uid in batch:
                 info = view.infos.get(uid)
                 if info is None or (uid in wanted and uid not in raws):
                     continue
                 items = self._fetch_items(cmd, view, info, raws.get(uid))
-                if uid in seen_now and not any(a.name == "FLAGS" for a in cmd.attrs):
-                    items.append(b"FLAGS " + encode.flag_list(view.flags_of(uid)))
-                if "CONDSTORE" in self.enabled and not any(a.name == "MODSEQ"
-                                                           for a in cmd.attrs) and (
-                        uid in seen_now or any(a.name == "FLAGS" for a in cmd.attrs)):
-                    items.append(self._modseq_part(view.infos[uid]).lstrip())
-                self.io.send(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+                if uid in seen_now and not has_flags:
+                    items.append(_flags_item(view.flags_of(uid)))
+                if add_modseq and (has_flags or uid in seen_now):
+                    items.append(b"MODSEQ (%d)" % info.modseq)
+                lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
                 if reads_content:
                     read_uids.append(uid)
-            await self.io.flush()
+            data = b"".join(lines)
+            send(data)
+            pending += len(data)
+            if pending >= _FLUSH_BYTES:
+                # Large answers go out as they are built; smaller ones leave with the tagged
+                # completion, in one write (one TLS record run, one system call).
+                await self.io.flush()
+                pending = 0
         if read_uids:
             self._audit_read(view.uidvalidity, read_uids)
         return None, "FETCH completed"
@@ -948,7 +967,7 @@ class Session:
             if name == "UID":
                 items.append(b"UID %d" % info.uid)
             elif name == "FLAGS":
-                items.append(b"FLAGS " + encode.flag_list(view.flags_of(info.uid)))
+                items.append(_flags_item(view.flags_of(info.uid)))
             elif name == "INTERNALDATE":
                 items.append(b"INTERNALDATE " + encode.datetime_text(info.internal_date))
             elif name == "RFC822.SIZE":
@@ -1006,18 +1025,33 @@ class Session:
         if not reads or self.mbox is None:
             return
         principal = self.principal
+        actor = self.core.store.actor_hash(principal.login) if principal else None
+        entries = [audit.Entry("message.read", actor, self.mbox.mailbox_id, "ok", None,
+                               {"front": "imap", "uidvalidity": validity, "count": len(uids),
+                                "uids": _uid_set(uids)})
+                   for validity, uids in reads.items()]
         try:
-            async with self.core.db.write() as s:
-                for validity, uids in reads.items():
-                    await audit.append(
-                        s, "message.read", mailbox_id=self.mbox.mailbox_id,
-                        actor=self.core.store.actor_hash(principal.login) if principal else None,
-                        details={"front": "imap", "uidvalidity": validity, "count": len(uids),
-                                 "uids": _uid_set(uids)})
+            # Through the store's group-committed writer: with many sessions reading, their
+            # entries share transactions with each other and with flag changes.
+            await self.core.store.writer.run(
+                lambda s: audit.append_many_sync(s, entries))
         except Exception:
             for validity, uids in reads.items():
                 self._reads.setdefault(validity, []).extend(uids)
             raise
+
+
+_FLAGS_ITEMS: dict[frozenset[str], bytes] = {}
+
+
+def _flags_item(flags: frozenset[str]) -> bytes:
+    """``FLAGS (…)`` for a flag set, built once per distinct set (a folder has few)."""
+    item = _FLAGS_ITEMS.get(flags)
+    if item is None:
+        item = b"FLAGS " + encode.flag_list(flags)
+        if len(_FLAGS_ITEMS) < 4096:
+            _FLAGS_ITEMS[flags] = item
+    return item
 
 
 def _meta_key(a: p.FetchAttr) -> str | None:
