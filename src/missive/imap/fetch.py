@@ -22,11 +22,12 @@ import email.utils
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 from missive.imap.encode import NIL, nstring, paren, quoted_or_literal
 from missive.imap.parser import Section
 
-__all__ = ["MimePart", "bodystructure", "envelope", "parse_fields", "parse_mime",
+__all__ = ["MimePart", "bodystructure", "envelope", "header_part", "parse_fields", "parse_mime",
            "section_bytes", "split_header"]
 
 MAX_DEPTH = 20
@@ -94,10 +95,59 @@ def parse_fields(header: bytes) -> Message:
         return Message()
 
 
+class _IndexedFields(Message):
+    """The fields of an ASCII header block read by :func:`_simple_fields`, looked up through a
+    dictionary by lower-case name instead of ``Message``'s scan of every field per lookup
+    (ENVELOPE alone makes ten). Values are plain ASCII ``str``, which ``compat32`` returns
+    unchanged, so the answers are the same; any change to the fields drops the index."""
+
+    _index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for k, v in self._headers:  # type: ignore[attr-defined]
+                index.setdefault(k.lower(), []).append(v)
+            self._index = index
+        return index
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        values = self._lookup().get(name.lower())
+        return values[0] if values else failobj
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        values = self._lookup().get(name.lower())
+        return list(values) if values else failobj
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def set_raw(self, name: str, value: Any) -> None:
+        self._index = None
+        super().set_raw(name, value)
+
+    def __setitem__(self, name: str, val: Any) -> None:
+        self._index = None
+        super().__setitem__(name, val)
+
+    def __delitem__(self, name: str) -> None:
+        self._index = None
+        super().__delitem__(name)
+
+    def replace_header(self, _name: str, _value: Any) -> None:
+        self._index = None
+        super().replace_header(_name, _value)
+
+    def add_header(self, _name: str, _value: str, **_params: Any) -> None:
+        self._index = None
+        super().add_header(_name, _value, **_params)
+
+
 def _simple_fields(header: bytes) -> Message | None:
     if not header.isascii() or header.count(b"\r") != header.count(b"\r\n"):
         return None
-    msg = Message()
+    msg = _IndexedFields()
     name: str | None = None
     value: list[str] = []
     lines = header.decode("ascii").split("\n")
@@ -165,6 +215,13 @@ def parse_mime(raw: bytes, default: str = "text/plain", depth: int = 0,
     elif ctype in ("message/rfc822", "message/global"):
         part.message = parse_mime(body, "text/plain", depth + 1, budget)
     return part
+
+
+def header_part(raw: bytes) -> MimePart:
+    """The top of ``raw`` only: its header fields, no parts (enough for ENVELOPE)."""
+    header, body = split_header(raw)
+    fields = parse_fields(header)
+    return MimePart(header, body, fields, _ctype(fields, "text/plain"))
 
 
 def _multipart_chunks(body: bytes, boundary: bytes) -> list[bytes]:
@@ -283,14 +340,21 @@ def _raw_header(fields: Message, name: str) -> str | None:
         return None
     text = str(value)
     # Unfold (RFC 5322 §2.2.3); keep encoded words as they are (RFC 3501 §7.4.2).
-    return re.sub(r"\r?\n(?=[ \t])", "", text).strip()
+    return _unfold(text).strip()
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def _unfold(text: str) -> str:
+    return _FOLD.sub("", text) if "\n" in text else text
 
 
 def _addresses(fields: Message, name: str) -> bytes:
     values = fields.get_all(name)
     if not values:
         return NIL
-    text = ", ".join(re.sub(r"\r?\n(?=[ \t])", "", str(v)) for v in values)
+    text = ", ".join(_unfold(str(v)) for v in values)
     out: list[bytes] = []
     for kind, chunk in _groups(text):
         if kind == "start":

@@ -41,7 +41,15 @@ from missive.imap import encode, utf7
 from missive.imap import parser as p
 from missive.imap.auth import Authenticator, Principal
 from missive.imap.cache import MailboxCache, SharedCaches
-from missive.imap.fetch import MimePart, bodystructure, envelope, parse_mime, partial, section_bytes
+from missive.imap.fetch import (
+    MimePart,
+    bodystructure,
+    envelope,
+    header_part,
+    parse_mime,
+    partial,
+    section_bytes,
+)
 from missive.imap.search import (
     Candidate,
     Context,
@@ -981,6 +989,16 @@ class Session:
                 continue
             elif name == "RFC822":
                 items.append(b"RFC822 " + encode.literal(raw))
+            elif name == "BODY" and a.section is not None and not a.section.parts \
+                    and a.section.text is None:
+                # BODY[]: the message's octets as stored, no MIME tree needed (RFC 3501 §6.4.5).
+                label = b"BODY[]<%d> " % a.partial[0] if a.partial else b"BODY[] "
+                items.append(label + encode.literal(partial(raw, a.partial)))
+            elif name == "ENVELOPE" and tree is None:
+                # The envelope needs the top-level header fields only, not the MIME tree.
+                item = b"ENVELOPE " + envelope(header_part(raw))
+                self._cached().keep_meta((view.uidvalidity, info.uid, "ENVELOPE"), item)
+                items.append(item)
             else:
                 if tree is None:
                     tree = parse_mime(raw)
