@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import imaplib
 import os
 import random
@@ -473,6 +474,10 @@ async def serve(tmp: Path, count: int, body_count: int) -> None:
     messages = [make_message(i) for i in range(count)]
     body_msgs = [make_message(i, size=10 * 1024) for i in range(body_count)]
     async with missive(tmp, messages, body_msgs) as (target, _):
+        # As `missive serve` does once its fronts are up (missive.runtime.serve): long-lived
+        # objects out of the cyclic collector's reach.
+        gc.collect()
+        gc.freeze()
         print(f"PORT {target.port}", flush=True)
         await asyncio.to_thread(sys.stdin.read)
 
@@ -533,11 +538,15 @@ def main() -> None:
         results: dict[str, dict[str, float]] = {}
         for t in targets:
             r = results.setdefault(t.name, {})
+            # Cold: the first FETCH after the messages were stored (Missive opens each data key
+            # with HPKE, then keeps it in the key cache; Dovecot builds its index and cache).
+            # Warm: a new connection after the first one logged out (key cache, index cache).
+            for label in ("envelopes cold", "envelopes warm"):
+                before = server_cpu(t.pid)
+                r[f"{label}/s"] = args.messages / envelopes(t)
+                r[f"{label}/cpu-s"] = args.messages / max(server_cpu(t.pid) - before, 1e-3)
+                time.sleep(0.5)  # let background writes (Missive's key cache) finish
             before = server_cpu(t.pid)
-            r["envelopes/s"] = args.messages / envelopes(t)
-            after = server_cpu(t.pid)
-            r["envelopes/cpu-s"] = args.messages / max(after - before, 1e-3)
-            before = after
             r["bodies/s"] = args.bodies / bodies(t, args.bodies)
             after = server_cpu(t.pid)
             r["bodies/cpu-s"] = args.bodies / max(after - before, 1e-3)
@@ -545,14 +554,15 @@ def main() -> None:
             r["mixed cmds/s"], count = mixed(t, args.clients, args.seconds, args.messages)
             r["mixed/cpu-s"] = count / max(server_cpu(t.pid) - before, 1e-3)
         # "/s": per second of wall-clock time; "/cpu-s": per second of the server's CPU time.
-        for measure in ("envelopes/s", "envelopes/cpu-s", "bodies/s", "bodies/cpu-s",
-                        "mixed cmds/s", "mixed/cpu-s"):
+        for measure in ("envelopes cold/s", "envelopes cold/cpu-s", "envelopes warm/s",
+                        "envelopes warm/cpu-s", "bodies/s", "bodies/cpu-s", "mixed cmds/s",
+                        "mixed/cpu-s"):
             line = "  ".join(f"{name} {results[name][measure]:10.1f}" for name in results)
             ratio = ""
             if "dovecot" in results and results["dovecot"][measure]:
                 value = results["missive"][measure] / results["dovecot"][measure]
                 ratio = f"  ratio {value:.2f}"
-            print(f"{measure:16s} {line}{ratio}")
+            print(f"{measure:21s} {line}{ratio}")
 
 
 if __name__ == "__main__":
