@@ -129,11 +129,10 @@ class Database:
         through ``AsyncSession.run_sync`` on asyncpg.
         """
         if self.is_sqlite:
+            # Closing (not rolling back) the session keeps the objects read usable, detached;
+            # the pool rolls the connection's read transaction back when it is returned.
             with Session(self._sqlite_read_engine(), expire_on_commit=False) as s:
-                try:
-                    return fn(s)
-                finally:
-                    s.rollback()
+                return fn(s)
         async with self.read() as s:
             return await s.run_sync(fn)
 

@@ -23,6 +23,7 @@ Implementation notes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -30,9 +31,19 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -139,6 +150,46 @@ def _flags_text(flags: Iterable[str]) -> str:
 
 def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a folder (:meth:`MailboxSession.page`): newest first."""
+
+    messages: list[MessageInfo]
+    summaries: dict[int, MessageSummary]
+    older: bool
+    newer: bool
+    highest_modseq: int  # of the mailbox when the page was read
+
+
+_MESSAGE: Table = Message.__table__  # type: ignore[assignment]
+_CONTENT: Table = Content.__table__  # type: ignore[assignment]
+_FOLDER: Table = Folder.__table__  # type: ignore[assignment]
+
+_FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
+                                         _FOLDER.c.name == bindparam("name"))
+_EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
+                                      _MESSAGE.c.uid < bindparam("uid")))
+_EXISTS_ABOVE = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
+                                      _MESSAGE.c.uid > bindparam("uid")))
+
+
+@functools.cache
+def _page_query(direction: str) -> Select[Any]:
+    """The page statement of :meth:`MailboxSession.page`, built once per direction."""
+    m, c = _MESSAGE.c, _CONTENT.c
+    q = (select(m.id, m.uid, m.flags, m.internal_date, m.size, m.modseq, m.content_id,
+                c.suite, c.sealed_key, c.key_cache, c.meta)
+         .join_from(_MESSAGE, _CONTENT, c.id == m.content_id)
+         .where(m.folder_id == bindparam("fid")))
+    if direction == "above":
+        q = q.where(m.uid > bindparam("uid")).order_by(m.uid.asc())
+    else:
+        if direction == "below":
+            q = q.where(m.uid < bindparam("uid"))
+        q = q.order_by(m.uid.desc())
+    return q.limit(bindparam("lim"))
 
 
 #: The columns of a :class:`MessageInfo`, for reads that need no ORM objects.
@@ -651,11 +702,7 @@ class MailboxSession:
         return await self.db.run_read(read)
 
     def _data_keys(self, s: Session, content_ids: Sequence[int]) -> dict[int, bytes]:
-        """Data keys of contents: from memory, else the key cache (one AES-GCM), else HPKE.
-
-        Keys opened with HPKE are queued for the key cache (see ``crypto``); the async caller
-        then calls :meth:`_cache_later`, so that readers never wait for that write.
-        """
+        """Data keys of contents: from memory, else the key cache (one AES-GCM), else HPKE."""
         out: dict[int, bytes] = {}
         missing = []
         for cid in content_ids:
@@ -670,21 +717,28 @@ class MailboxSession:
                 Content.id.in_(missing[start:start + 500]),
                 Content.mailbox_id == self.mailbox_id)).all()
             for cid, suite, blob, cached in rows:
-                sealed = crypto.SealedKey(suite, blob)
-                key = None
-                if cached is not None:
-                    try:
-                        key = crypto.unwrap_cached_key(self._cache_key, self.mailbox_id, sealed,
-                                                       cached)
-                    except crypto.CryptoError:
-                        key = None  # altered or foreign: HPKE decides, and the cache is redone
-                if key is None:
-                    key = crypto.open_data_key(self._private, sealed)
-                    self._to_cache[cid] = crypto.wrap_cached_key(self._cache_key,
-                                                                 self.mailbox_id, sealed, key)
-                out[cid] = key
-                self._remember(cid, key)
+                out[cid] = self._open_key(cid, suite, blob, cached)
         return out
+
+    def _open_key(self, cid: int, suite: str, blob: bytes, cached: bytes | None) -> bytes:
+        """One content's data key, from memory, the key cache, or HPKE (then queued for the
+        key cache; the async caller calls :meth:`_cache_later`, so that readers never wait
+        for that write)."""
+        key = self._keys.get(cid)
+        if key is not None:
+            return key
+        sealed = crypto.SealedKey(suite, blob)
+        if cached is not None:
+            try:
+                key = crypto.unwrap_cached_key(self._cache_key, self.mailbox_id, sealed, cached)
+            except crypto.CryptoError:
+                key = None  # altered or foreign: HPKE decides, and the cache is redone
+        if key is None:
+            key = crypto.open_data_key(self._private, sealed)
+            self._to_cache[cid] = crypto.wrap_cached_key(self._cache_key, self.mailbox_id,
+                                                         sealed, key)
+        self._remember(cid, key)
+        return key
 
     def _cache_later(self) -> None:
         if self._to_cache:
@@ -713,6 +767,77 @@ class MailboxSession:
             return {uid: MessageSummary.from_dict(json.loads(crypto.decrypt(keys[cid], meta,
                                                                             META)))
                     for uid, cid, meta in rows}
+
+        try:
+            return await self.db.run_read(read)
+        finally:
+            self._cache_later()
+
+    async def page(self, name: str, *, limit: int, below: int | None = None,
+                   above: int | None = None) -> Page:
+        """A page of a folder for list views, newest first, with the summaries: the ``limit``
+        messages just below UID ``below`` (default: the newest), or just above ``above``.
+
+        Keyset pagination on the (folder, uid) index: a page costs the same in a folder of 100
+        or 100,000 messages. One read: the mailbox's modseq, the folder, the messages with
+        their sealed metadata and cached keys, one existence check for the other direction;
+        prepared Core statements (no ORM objects) on this hot path of the webmail.
+        """
+        direction = "above" if above is not None else "below" if below is not None else "top"
+
+        def read(s: Session) -> Page:
+            conn = s.connection()
+            highest = self._highest_modseq(s)
+            fid = self._folder_id(conn, name)
+            got = conn.execute(_page_query(direction), {
+                "fid": fid, "uid": above if above is not None else below,
+                "lim": limit + 1}).all()
+            beyond = len(got) > limit
+            rows = list(got[:limit])
+            if above is not None:
+                rows.reverse()
+            infos = [_info_row(r) for r in rows]
+            summaries = {
+                r[1]: MessageSummary.from_dict(json.loads(crypto.decrypt(
+                    self._open_key(r[6], r[7], r[8], r[9]), r[10], META)))
+                for r in rows}
+            older = beyond if above is None else bool(rows) and bool(conn.execute(
+                _EXISTS_BELOW, {"fid": fid, "uid": rows[-1][1]}).scalar())
+            newer = beyond if above is not None else bool(rows) and bool(conn.execute(
+                _EXISTS_ABOVE, {"fid": fid, "uid": rows[0][1]}).scalar())
+            return Page(infos, summaries, older, newer, highest)
+
+        try:
+            return await self.db.run_read(read)
+        finally:
+            self._cache_later()
+
+    def _folder_id(self, conn: Connection, name: str) -> int:
+        fid = conn.execute(_FOLDER_ID, {"mid": self.mailbox_id, "name": (
+            "INBOX" if name.upper() == "INBOX" else name)}).scalar()
+        if fid is None:
+            raise NotFound(f"no folder named {name!r}")
+        return int(fid)
+
+    async def read_message(self, name: str, uid: int) -> tuple[MessageInfo, bytes,
+                                                               MessageSummary]:
+        """One message with its attributes, raw bytes and summary, in one read (a reader
+        opening a message); :class:`NotFound` when the folder has no such UID."""
+        m, c = _MESSAGE.c, _CONTENT.c
+
+        def read(s: Session) -> tuple[MessageInfo, bytes, MessageSummary]:
+            conn = s.connection()
+            fid = self._folder_id(conn, name)
+            row = conn.execute(
+                select(m.id, m.uid, m.flags, m.internal_date, m.size, m.modseq, m.content_id,
+                       c.suite, c.sealed_key, c.key_cache, c.meta, c.body)
+                .join_from(_MESSAGE, _CONTENT, c.id == m.content_id)
+                .where(m.folder_id == fid, m.uid == uid)).one_or_none()
+            if row is None:
+                raise NotFound("no such message")
+            key = self._open_key(row[6], row[7], row[8], row[9])
+            summary = MessageSummary.from_dict(json.loads(crypto.decrypt(key, row[10], META)))
+            return _info_row(row), crypto.decrypt(key, row[11], BODY), summary
 
         try:
             return await self.db.run_read(read)
@@ -930,9 +1055,7 @@ class MailboxSession:
         return int(used), int(limit)
 
     async def highest_modseq(self) -> int:
-        async with self.db.read() as s:
-            return int((await s.execute(select(Mailbox.highest_modseq).where(
-                Mailbox.id == self.mailbox_id))).scalar_one())
+        return await self.db.run_read(self._highest_modseq)
 
     async def changes_since(self, name: str, modseq: int) -> tuple[int, list[MessageInfo],
                                                                    list[int] | None]:

@@ -40,6 +40,8 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.autoescape = True
+    # Templates ship with the package: no stat() of every template file on every render.
+    env.auto_reload = False
     env.filters["taille"] = human_size
     return templates
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from missive.config import Settings
 from missive.db.base import utcnow
@@ -108,13 +109,14 @@ class SessionStore:
         token = self.signer.unsign(cookie)
         return _digest(token) if token is not None else None
 
-    async def peek(self, s: AsyncSession, session_id: str) -> tuple[SessionState | None, bool]:
+    def peek(self, s: Session, session_id: str) -> tuple[SessionState | None, bool]:
         """Read-only: (live state or None, whether the row needs a write — touch or delete).
 
         Most requests only read, so that the web front does not take SQLite's write lock (which
-        the SMTP deliveries need) on every page view.
+        the SMTP deliveries need) on every page view. Synchronous: every page calls it through
+        ``Database.run_read``.
         """
-        row = await s.get(WebSession, session_id)
+        row = s.get(WebSession, session_id)
         if row is None:
             return None, False
         now = utcnow()

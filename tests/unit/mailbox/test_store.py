@@ -220,3 +220,31 @@ def select_delegate(model: Any, ref: str) -> Any:
     from sqlalchemy import select
 
     return select(model).where(model.grant_ref == ref)
+
+
+async def test_page_is_keyset_paginated_newest_first_across_gaps(core: Any) -> None:
+    mid = await _mailbox(core)
+    for i in range(9):
+        d = core.store.delivery(sender="x@y", source="test")
+        d.add_local(mid)
+        await d.commit(RAW.replace(b"Resultats", b"Page %d" % i))
+    s = await core.store.open(mid)
+    await s.move("INBOX", [3, 6], "Archive")  # gaps: UIDs 1 2 4 5 7 8 9 remain
+    first = await s.page("INBOX", limit=3)
+    assert [m.uid for m in first.messages] == [9, 8, 7]
+    assert (first.older, first.newer) == (True, False)
+    assert first.summaries[8].subject == "Page 7"
+    second = await s.page("INBOX", limit=3, below=7)
+    assert [m.uid for m in second.messages] == [5, 4, 2]
+    assert (second.older, second.newer) == (True, True)
+    last = await s.page("INBOX", limit=3, below=2)
+    assert [m.uid for m in last.messages] == [1] and (last.older, last.newer) == (False, True)
+    back = await s.page("INBOX", limit=3, above=1)
+    assert [m.uid for m in back.messages] == [5, 4, 2]
+    assert (back.older, back.newer) == (True, True)
+    top = await s.page("INBOX", limit=3, above=5)
+    assert [m.uid for m in top.messages] == [9, 8, 7] and (top.older, top.newer) == (True, False)
+    empty = await s.page("Drafts", limit=3)
+    assert (empty.messages, empty.older, empty.newer) == ([], False, False)
+    with pytest.raises(NotFound):
+        await s.page("Nowhere", limit=3)

@@ -13,6 +13,7 @@ not their address; an unknown sender shows the display name of the message.
 from __future__ import annotations
 
 import email.utils
+import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,9 +121,10 @@ async def sender_label(web: Web, summary: MessageSummary) -> tuple[str, str]:
     return found or (summary.from_name or "Expéditeur inconnu", "")
 
 
-async def rows_for(web: Web, box: MailboxSession, name: str,
-                   infos: list[MessageInfo]) -> list[Row]:
-    summaries = await box.summaries(name, [m.uid for m in infos]) if infos else {}
+async def rows_for(web: Web, box: MailboxSession, name: str, infos: list[MessageInfo],
+                   summaries: dict[int, MessageSummary] | None = None) -> list[Row]:
+    if summaries is None:
+        summaries = await box.summaries(name, [m.uid for m in infos]) if infos else {}
     labels = await sender_labels(web, list(summaries.values()))
     out: list[Row] = []
     for m in infos:
@@ -142,32 +144,8 @@ def base_context(who: Viewer, slug: str | None = None) -> dict[str, Any]:
     return {"viewer": who, "folders": FOLDERS, "current": slug}
 
 
-#: Largest UID window asked of the store at once (bound on the IN list's parameters).
-MAX_WINDOW = 20_000
-
-
-async def _walk(box: MailboxSession, name: str, start: int, stop: int, want: int,
-                *, down: bool) -> list[MessageInfo]:
-    """Up to ``want`` messages with UIDs from ``start`` towards ``stop`` (inclusive), in that
-    direction. Windows of UIDs grow geometrically, so a dense folder costs one query and a
-    sparse one a few (UIDs ascend with gaps left by moves and expunges, RFC 3501 §2.3.1.1)."""
-    out: list[MessageInfo] = []
-    width = max(4 * want, 100)
-    cursor = start
-    while len(out) < want and (cursor >= stop if down else cursor <= stop):
-        if down:
-            lo, hi = max(stop, cursor - width + 1), cursor
-            cursor = lo - 1
-        else:
-            lo, hi = cursor, min(stop, cursor + width - 1)
-            cursor = hi + 1
-        got = await box.messages(name, list(range(lo, hi + 1)))
-        out.extend(reversed(got) if down else got)
-        width = min(width * 4, MAX_WINDOW)
-    return out[:want]
-
-
-async def folder_status(web: Web, box: MailboxSession, name: str) -> FolderStatus:
+async def folder_status(web: Web, box: MailboxSession, name: str,
+                        modseq: int | None = None) -> FolderStatus:
     """The folder's counts, recomputed only when the mailbox changed.
 
     Every change to a mailbox takes a new ``highest_modseq`` (RFC 7162 §3.1, kept by the store
@@ -177,7 +155,8 @@ async def folder_status(web: Web, box: MailboxSession, name: str) -> FolderStatu
     cache: dict[str, tuple[int, FolderStatus]] = web.caches.setdefault("status", {})
     key = f"{box.mailbox_id}/{name}"
     hit = cache.get(key)
-    if hit is not None and hit[0] == await box.highest_modseq():
+    if hit is not None and hit[0] == (modseq if modseq is not None
+                                      else await box.highest_modseq()):
         return hit[1]
     status = await box.status(name)
     if len(cache) > 10_000:
@@ -199,28 +178,18 @@ async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) 
     if who.mailbox_id is None:
         return page(request, "no_mailbox.html", base_context(who, slug))
     box = await opened_mailbox(web, who)
-    size = web.settings.webmail.page_size
-    status = await folder_status(web, box, name)
-    top = status.uidnext - 1
     before = _uid_param(request.query_params.get("avant"))
     after = _uid_param(request.query_params.get("apres"))
-    if after is not None and before is None:
-        chunk = await _walk(box, name, after + 1, top, size + 1, down=False)
-        newer = len(chunk) > size
-        chunk = list(reversed(chunk[:size]))
-        older = bool(chunk) and bool(await _walk(box, name, chunk[-1].uid - 1, 1, 1, down=True))
-    else:
-        start = min(before - 1, top) if before is not None else top
-        chunk = await _walk(box, name, start, 1, size + 1, down=True)
-        older = len(chunk) > size
-        chunk = chunk[:size]
-        newer = bool(chunk) and chunk[0].uid < top and bool(
-            await _walk(box, name, chunk[0].uid + 1, top, 1, down=False))
+    got = await box.page(name, limit=web.settings.webmail.page_size, below=before,
+                         above=after if before is None else None)
+    status = await folder_status(web, box, name, got.highest_modseq)
+    chunk = got.messages
     return page(request, "folder.html", {
         **base_context(who, slug), "title": FOLDERS[slug][1],
-        "rows": await rows_for(web, box, name, chunk), "total": status.messages,
-        "unread": status.unseen, "older": chunk[-1].uid if older and chunk else None,
-        "newer": chunk[0].uid if newer and chunk else None})
+        "rows": await rows_for(web, box, name, chunk, got.summaries),
+        "total": status.messages, "unread": status.unseen,
+        "older": chunk[-1].uid if got.older and chunk else None,
+        "newer": chunk[0].uid if got.newer and chunk else None})
 
 
 async def _message(box: MailboxSession, name: str, uid: int) -> tuple[MessageInfo, bytes]:
@@ -235,8 +204,7 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
                        uid: int) -> Response:
     name = folder_of(slug)
     box = await opened_mailbox(web, who)
-    info, raw = await _message(box, name, uid)
-    summary = (await box.summaries(name, [uid]))[uid]
+    info, raw, summary = await box.read_message(name, uid)
     shown = render.render(raw, f"/boite/{slug}/{uid}/lien")
     first_read = "\\Seen" not in info.flags
     if first_read and who.is_owner:
@@ -244,9 +212,9 @@ async def message_view(request: Request, web: WebDep, who: ViewerDep, slug: str,
         if summary.disposition_notification_to and who.patient is not None \
                 and who.patient.read_receipts:
             await _send_mdn(web, who, summary)
-    async with web.core.db.write() as s:
-        await audit.append(s, "web.message.read", actor=who.actor, mailbox_id=who.mailbox_id,
-                           details={"folder": name, "uid": uid})
+    await web.core.store.writer.run(functools.partial(audit.append_many_sync, entries=[
+        audit.Entry("web.message.read", who.actor, who.mailbox_id,
+                    details={"folder": name, "uid": uid})]))
     sender, profession = await sender_label(web, summary)
     closed = closes_conversation(summary.subject, summary.mss.get("X-MSS-MES"))
     if not closed and summary.thread_root:
