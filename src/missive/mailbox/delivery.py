@@ -20,7 +20,9 @@ Implementation notes: the batch transaction runs in the writer thread (``Databas
 and holds the database write lock, so its statements are SQLAlchemy Core statements built once
 per committer (:class:`_Statements`, bound parameters only) and executed on the session's
 connection, with ``executemany`` / "insertmanyvalues" for the rows of a batch: building ORM
-statements for every batch cost more CPU than the SQL itself.
+statements for every batch cost more CPU than the SQL itself. UIDs and modseqs are allocated
+with one ``UPDATE … RETURNING`` for all the folders (and one for all the mailboxes) of a batch,
+not one per folder: statements, not rows, are what the writer thread pays for.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import BindParameter, Connection, Table, bindparam, case, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
@@ -259,11 +261,10 @@ class _Statements:
                               folder.c.uidvalidity).where(
             folder.c.mailbox_id.in_(bindparam("mids", expanding=True)),
             folder.c.name.in_(bindparam("names", expanding=True)))
-        self.next_uid = update(folder).where(folder.c.id == bindparam("b_id")).values(
-            uidnext=folder.c.uidnext + bindparam("b_n")).returning(folder.c.uidnext)
-        self.next_modseq = update(box).where(box.c.id == bindparam("b_id")).values(
-            highest_modseq=box.c.highest_modseq + bindparam("b_n"),
-            used_bytes=box.c.used_bytes + bindparam("b_size")).returning(box.c.highest_modseq)
+        self._folder = folder
+        self._box = box
+        self._uid_bumps: dict[int, Executable] = {}
+        self._modseq_bumps: dict[int, Executable] = {}
         self.content = insert(content).returning(content.c.id, sort_by_parameter_order=True)
         self.message = insert(_table(Message))
         self.correspondent = module.insert(_table(Correspondent)).on_conflict_do_nothing(
@@ -271,6 +272,40 @@ class _Statements:
         self.received_ref = insert(_table(ReceivedRef))
         self.outbox = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
         self.relay = insert(_table(RelayQueue))
+
+    def uid_bump(self, n: int) -> Executable:
+        """``UPDATE folder`` of ``n`` folders at once: ``uidnext += c_i`` for folder ``f_i``,
+        returning ``(id, uidnext)``: one statement per batch instead of one per folder (the
+        UIDs of a batch are allocated under its write lock either way). Built once per ``n``."""
+        stmt = self._uid_bumps.get(n)
+        if stmt is None:
+            folder = self._folder
+            # Typed parameters: PostgreSQL cannot infer the type of a parameter in CASE.
+            ids: list[BindParameter[int]] = [bindparam(f"f{i}", type_=folder.c.id.type)
+                                             for i in range(n)]
+            step = case(*((folder.c.id == ids[i],
+                           bindparam(f"c{i}", type_=folder.c.uidnext.type)) for i in range(n)))
+            stmt = self._uid_bumps[n] = update(folder).where(folder.c.id.in_(ids)).values(
+                uidnext=folder.c.uidnext + step).returning(folder.c.id, folder.c.uidnext)
+        return stmt
+
+    def modseq_bump(self, n: int) -> Executable:
+        """The same for ``n`` mailboxes: ``highest_modseq += c_i``, ``used_bytes += s_i``,
+        returning ``(id, highest_modseq)``."""
+        stmt = self._modseq_bumps.get(n)
+        if stmt is None:
+            box = self._box
+            ids: list[BindParameter[int]] = [bindparam(f"m{i}", type_=box.c.id.type)
+                                             for i in range(n)]
+            count = case(*((box.c.id == ids[i],
+                            bindparam(f"c{i}", type_=box.c.highest_modseq.type))
+                           for i in range(n)))
+            size = case(*((box.c.id == ids[i], bindparam(f"s{i}", type_=box.c.used_bytes.type))
+                          for i in range(n)))
+            stmt = self._modseq_bumps[n] = update(box).where(box.c.id.in_(ids)).values(
+                highest_modseq=box.c.highest_modseq + count,
+                used_bytes=box.c.used_bytes + size).returning(box.c.id, box.c.highest_modseq)
+        return stmt
 
 
 class GroupCommitter:
@@ -379,14 +414,21 @@ class GroupCommitter:
                 n, size = per_box.get(c.mailbox_id, (0, 0))
                 per_box[c.mailbox_id] = (n + 1, size + c.size)
         next_uid: dict[int, int] = {}
-        for fid, count in sorted(per_folder.items()):
-            end = conn.execute(sql.next_uid, {"b_id": fid, "b_n": count}).scalar_one()
-            next_uid[fid] = end - count
+        if per_folder:
+            bumps = sorted(per_folder.items())
+            params: dict[str, int] = {}
+            for i, (fid, count) in enumerate(bumps):
+                params[f"f{i}"], params[f"c{i}"] = fid, count
+            for fid, end in conn.execute(sql.uid_bump(len(bumps)), params).all():
+                next_uid[fid] = end - per_folder[fid]
         next_modseq: dict[int, int] = {}
-        for mid, (count, size) in sorted(per_box.items()):
-            end = conn.execute(sql.next_modseq,
-                               {"b_id": mid, "b_n": count, "b_size": size}).scalar_one()
-            next_modseq[mid] = end - count + 1
+        if per_box:
+            boxes_bumped = sorted(per_box.items())
+            params = {}
+            for i, (mid, (count, size)) in enumerate(boxes_bumped):
+                params[f"m{i}"], params[f"c{i}"], params[f"s{i}"] = mid, count, size
+            for mid, end in conn.execute(sql.modseq_bump(len(boxes_bumped)), params).all():
+                next_modseq[mid] = end - per_box[mid][0] + 1
         copies = [(i, c) for i, job in enumerate(batch) for c in job.copies]
         content_ids: list[int] = []
         if copies:
