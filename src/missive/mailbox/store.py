@@ -506,10 +506,10 @@ class MailboxStore:
         return RelationFacts(bool(wrote), bool(known), bool(closed))
 
     async def conversation_closed(self, thread_root: str) -> bool:
-        async with self.db.read() as s:
-            return bool((await s.execute(select(exists().where(
-                Conversation.thread_hash == self.thread_hash(thread_root),
-                Conversation.closed_at.is_not(None))))).scalar_one())
+        digest = self.thread_hash(thread_root)
+        return await self.db.run_read(lambda s: bool(s.execute(select(exists().where(
+            Conversation.thread_hash == digest,
+            Conversation.closed_at.is_not(None)))).scalar_one()))
 
     async def relay_open_session(self) -> MailboxSession:
         """The relay worker's session on the system relay mailbox (needs the master key)."""

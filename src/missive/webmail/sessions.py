@@ -17,8 +17,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Row, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -53,7 +54,14 @@ class SessionState:
         return self.stage == "active" and self.principal_id is not None
 
 
-def _state(row: WebSession) -> SessionState:
+#: The columns :meth:`SessionStore.peek` reads (a Core statement: every page runs it).
+_PEEK = select(*(WebSession.__table__.c[name] for name in (
+    "id", "csrf_token", "stage", "principal_kind", "principal_id", "active_delegate_id",
+    "otp_channel", "idle_expires_at", "expires_at", "last_seen_at"))).where(
+    WebSession.__table__.c.id == bindparam("id"))
+
+
+def _state(row: WebSession | Row[Any]) -> SessionState:
     return SessionState(row.id, row.csrf_token, row.stage, row.principal_kind, row.principal_id,
                         row.active_delegate_id, row.otp_channel, row.idle_expires_at,
                         row.expires_at)
@@ -116,7 +124,7 @@ class SessionStore:
         the SMTP deliveries need) on every page view. Synchronous: every page calls it through
         ``Database.run_read``.
         """
-        row = s.get(WebSession, session_id)
+        row = s.connection().execute(_PEEK, {"id": session_id}).first()
         if row is None:
             return None, False
         now = utcnow()
