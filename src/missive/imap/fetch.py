@@ -144,37 +144,25 @@ class _IndexedFields(Message):
         super().add_header(_name, _value, **_params)
 
 
+#: A header block :func:`_simple_fields` takes: ``name: value`` fields, each with its folded
+#: continuation lines (RFC 5322 §2.2.3), every line ending in a line break, then at most the
+#: empty line that ends the header (RFC 5322 §2.1), nothing after it.
+_SIMPLE_HEADER = re.compile(r"(?:[\041-\071\073-\176]+:[^\n]*\n(?:[ \t][^\n]*\n)*)*(?:\r?\n)?")
+#: One field of such a block: its name, and its value from the first non-blank octet after
+#: the colon to the end of its last continuation line.
+_SIMPLE_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\n]*\n(?:[ \t][^\n]*\n)*)")
+
+
 def _simple_fields(header: bytes) -> Message | None:
     if not header.isascii() or header.count(b"\r") != header.count(b"\r\n"):
         return None
+    text = header.decode("ascii")
+    if _SIMPLE_HEADER.fullmatch(text) is None:
+        return None
     msg = _IndexedFields()
-    name: str | None = None
-    value: list[str] = []
-    lines = header.decode("ascii").split("\n")
-    last = len(lines) - 1
-    for i, line in enumerate(lines):
-        if i == last:
-            if line:  # a header block not ending with a line end
-                return None
-            break
-        if line in ("", "\r"):  # the empty line that ends the header (RFC 5322 §2.1)
-            if i != last - 1:
-                return None
-            break
-        if line[0] in " \t":  # RFC 5322 §2.2.3: a folded continuation line
-            if name is None:
-                return None
-            value.append(line + "\n")
-            continue
-        m = _FIELD_NAME.match(line)
-        if m is None:
-            return None
-        if name is not None:
-            msg.set_raw(name, "".join(value).rstrip("\r\n"))
-        name = line[:m.end() - 1]
-        value = [line[m.end():].lstrip(" \t") + "\n"]
-    if name is not None:
-        msg.set_raw(name, "".join(value).rstrip("\r\n"))
+    # compat32 stores (name, value) as given (what set_raw would append, one by one).
+    msg._headers = [(m[1], m[2].rstrip("\r\n"))  # type: ignore[attr-defined]
+                    for m in _SIMPLE_FIELD.finditer(text)]
     return msg
 
 
