@@ -167,6 +167,8 @@ _MESSAGE: Table = Message.__table__  # type: ignore[assignment]
 _CONTENT: Table = Content.__table__  # type: ignore[assignment]
 _FOLDER: Table = Folder.__table__  # type: ignore[assignment]
 
+_MAILBOX: Table = Mailbox.__table__  # type: ignore[assignment]
+_HIGHEST_MODSEQ = select(_MAILBOX.c.highest_modseq).where(_MAILBOX.c.id == bindparam("mid"))
 _FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
                                          _FOLDER.c.name == bindparam("name"))
 _EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
@@ -1097,8 +1099,8 @@ class MailboxSession:
         return await self.db.run_read(read)
 
     def _highest_modseq(self, s: Session) -> int:
-        return int(s.execute(select(Mailbox.highest_modseq).where(
-            Mailbox.id == self.mailbox_id)).scalar_one())
+        return int(s.connection().execute(_HIGHEST_MODSEQ, {"mid": self.mailbox_id}
+                                          ).scalar_one())
 
     def _changed(self, s: Session, folder_id: int, modseq: int) -> list[MessageInfo]:
         return [_info_row(r) for r in s.execute(select(*_INFO_COLUMNS).where(
