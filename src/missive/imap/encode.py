@@ -17,6 +17,8 @@ __all__ = ["NIL", "astring", "datetime_text", "flag_list", "literal", "nstring",
 
 NIL = b"NIL"
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+#: Printable ASCII but ``"`` and ``\\``: quoted as it is.
+_PLAIN = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _QUOTABLE_MAX = 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0, 32)) | {127}
@@ -35,9 +37,12 @@ def literal(value: str | bytes) -> bytes:
 
 def quoted_or_literal(value: str | bytes) -> bytes:
     """A ``string`` (RFC 3501 §4.3): quoted when safe, else a literal."""
-    data = _bytes(value)
-    if len(data) <= _QUOTABLE_MAX and data.isascii() and _CONTROL.search(data) is None:
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if len(data) <= _QUOTABLE_MAX:
+        if _PLAIN.fullmatch(data) is not None:  # the usual case: nothing to escape
+            return b'"' + data + b'"'
+        if data.isascii() and _CONTROL.search(data) is None:
+            return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(data)
 
 
