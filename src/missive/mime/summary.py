@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import functools
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -73,10 +74,27 @@ def _ids(text: str) -> list[str]:
 
 def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
     try:
-        values = msg.get_all(name) or []
-        return [(n, a.lower()) for n, a in email.utils.getaddresses([str(v) for v in values]) if a]
+        values = tuple(str(v) for v in msg.get_all(name) or [])
+        if sum(map(len, values)) > _MEMO_MAX_VALUES:
+            return list(_pairs(values))
+        return list(_memo_pairs(values))
     except Exception:  # noqa: BLE001
         return []
+
+
+#: Longest address field values (in total) whose pairs are memoised.
+_MEMO_MAX_VALUES = 512
+
+
+def _pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``(display name, lowercased address)`` of address field values."""
+    return tuple((n, a.lower()) for n, a in email.utils.getaddresses(list(values)) if a)
+
+
+#: :func:`_pairs` memoised: a pure function of the values, and the same ``From``/``To`` come
+#: back message after message (a practice writes from the same address to the same patients;
+#: see :mod:`.parsing`).
+_memo_pairs = functools.lru_cache(maxsize=1024)(_pairs)
 
 
 def parse(raw: bytes) -> EmailMessage:
