@@ -9,6 +9,7 @@ PACKAGES=(
   offlineimap3
   chromium
   swaks
+  libnet-ssleay-perl  # swaks's STARTTLS/TLS (only "Recommends", which we do not install)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
