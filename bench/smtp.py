@@ -34,6 +34,20 @@ The target is Missive ≥ 1.0× Postfix. Throughput is wall-clock messages/s fro
 connection to the last 250. Server CPU is user + system time of the server process (Missive,
 the sink) or of Postfix's master and all its daemons; the host being shared, compare ratios
 within one run and run more than once.
+
+Figures (2 cores shared with other jobs, load average 4–8; three runs each, November 2026;
+details and what was changed in docs/smtp.md, "Performance"):
+
+==================  ======================  =======================
+server              msg/s                   server CPU per message
+==================  ======================  =======================
+Missive             146 / 201 / 235         3.8–4.7 ms (was 6.2–7.5)
+aiosmtpd sink       380–493                 1.7–2.3 ms
+Postfix 3.7         350–455                 1.8–2.1 ms
+==================  ======================  =======================
+
+Missive/Postfix 0.42–0.61× (0.27–0.45× for the server before that work, same client): the
+≥ 1.0× target is not reached.
 """
 
 from __future__ import annotations
