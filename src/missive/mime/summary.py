@@ -11,7 +11,7 @@ import email
 import email.policy
 import email.utils
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from email.message import EmailMessage
 from typing import Any
 
@@ -38,7 +38,17 @@ class MessageSummary:
     size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """``dataclasses.asdict(self)``: the fields in order, lists and dicts copied.
+
+        ``asdict`` deep-copies through a generic recursion that cost more than the JSON
+        encoding of the summary at every delivery; the fields hold strings, numbers, booleans
+        and flat lists/dicts of strings, so copying one level gives the same dictionary
+        (``tests/unit/mime/test_mime_summary_memo.py`` checks it against ``asdict``)."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            out[name] = value.copy() if isinstance(value, list | dict) else value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MessageSummary:
@@ -52,6 +62,9 @@ class MessageSummary:
         if self.references:
             return self.references[0]
         return self.in_reply_to or self.message_id
+
+
+_FIELDS = tuple(f.name for f in fields(MessageSummary))
 
 
 def _text(msg: EmailMessage, name: str) -> str:

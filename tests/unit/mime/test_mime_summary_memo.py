@@ -22,3 +22,17 @@ def test_repeated_and_long_address_fields_give_getaddresses_pairs() -> None:
         assert got.to == [a for _, a in direct([str(v) for v in msg.get_all("To") or []])][:50]
         assert (got.from_name, got.from_addr) == ("Dr X", "x@example.org")
     assert summary._memo_pairs.cache_info().hits > 0
+
+
+def test_to_dict_is_asdict() -> None:
+    from dataclasses import asdict
+
+    raw = (b"From: A <a@example.org>\r\nTo: b@example.org, c@example.org\r\nCc: d@example.org\r\n"
+           b"Subject: s\r\nReferences: <r@x> <s@x>\r\nX-MSS-MES: FIN\r\n"
+           b"Content-Type: application/pdf; name=a.pdf\r\n\r\n%PDF-1.7\r\n")
+    s = summarize(raw)
+    d = s.to_dict()
+    assert d == asdict(s) and list(d) == list(asdict(s))
+    d["to"].append("x@y")
+    d["mss"]["X"] = "y"
+    assert s.to == ["b@example.org", "c@example.org"] and "X" not in s.mss
