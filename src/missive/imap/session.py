@@ -53,6 +53,8 @@ from missive.imap.fetch import (
 from missive.imap.search import (
     Candidate,
     Context,
+    HeaderColumn,
+    column_query,
     header_fields,
     header_predicate,
     matches,
@@ -151,12 +153,15 @@ class SelectedView:
     announced: set[str] = field(default_factory=set)
     modseq: int = 0  # the mailbox's highest modseq when this view was last brought up to date
     folder_id: int = 0  # the store's id of the folder (catch-up reads go by id, not by name)
+    # SEARCH columns of header fields (search.HeaderColumn), valid for this list of messages.
+    columns: dict[tuple[str, bool], HeaderColumn] = field(default_factory=dict)
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     def add(self, info: MessageInfo) -> None:
+        self.columns.clear()
         self.uids.append(info.uid)
         self.infos[info.uid] = info
         self.keywords.update(f for f in info.flags if not f.startswith("\\"))
@@ -164,6 +169,7 @@ class SelectedView:
     def remove(self, uid: int) -> int | None:
         seq = self.seq_of(uid)
         if seq is not None:
+            self.columns.clear()
             del self.uids[seq - 1]
             self.infos.pop(uid, None)
             self.recent.discard(uid)
@@ -824,7 +830,11 @@ class Session:
         found: list[int] = []
         validity, infos, flags_of, key = view.uidvalidity, view.infos, view.flags_of, cmd.key
         by_header = header_predicate(key) if content and not body else None
-        for start in range(0, len(view.uids), _FETCH_BATCH):
+        query = column_query(key) if by_header is not None else None
+        column = self._column(view, query[0], query[1]) if query is not None else None
+        if column is not None and query is not None:
+            found = [view.uids[i] if cmd.uid else i + 1 for i in column.find(query[2])]
+        for start in range(0, len(view.uids) if column is None else 0, _FETCH_BATCH):
             batch = view.uids[start:start + _FETCH_BATCH]
             wanted = {u for u in batch if body or (validity, u) not in heads} \
                 if content else set()
@@ -866,6 +876,19 @@ class Session:
                     tail = f" (MODSEQ {max(view.infos[u].modseq for u in uids)})"
             self.untagged("SEARCH" + "".join(f" {n}" for n in found) + tail)
         return None, "SEARCH completed"
+
+    def _column(self, view: SelectedView, name: str, with_raw: bool) -> HeaderColumn | None:
+        """The view's column of header field ``name`` for SEARCH, built from the shared header
+        cache when every message's fields are there (else None: the search reads them)."""
+        column = view.columns.get((name, with_raw))
+        if column is None:
+            heads = self._cached().heads
+            found = [heads.get((view.uidvalidity, u)) for u in view.uids]
+            if any(h is None for h in found):
+                return None
+            column = HeaderColumn([h for h in found if h is not None], name, with_raw)
+            view.columns[(name, with_raw)] = column
+        return column
 
     async def do_fetch(self, cmd: p.Command) -> tuple[str | None, str]:
         assert isinstance(cmd, p.Fetch)  # noqa: S101

@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from missive.imap import parser as p
-from missive.imap.search import Candidate, Context, header_fields, header_predicate, matches
+from missive.imap.search import (
+    Candidate,
+    Context,
+    HeaderColumn,
+    column_query,
+    header_fields,
+    header_predicate,
+    matches,
+)
 from missive.mailbox.store import MessageInfo
 
 MESSAGES = [
@@ -44,3 +52,17 @@ def test_keys_beyond_headers_take_the_general_path() -> None:
         cmd = p.parse_command(b"a SEARCH " + key.encode() + b"\r\n")
         assert isinstance(cmd, p.Search)
         assert header_predicate(cmd.key) is None, key
+
+
+SINGLE_KEYS = [k for k in KEYS if not k.startswith(("NOT", "OR", "FROM example"))]
+
+
+@pytest.mark.parametrize("key", SINGLE_KEYS)
+def test_header_column_agrees_with_the_header_test(key: str) -> None:
+    cmd = p.parse_command(b"a SEARCH CHARSET UTF-8 " + key.encode() + b"\r\n")
+    assert isinstance(cmd, p.Search)
+    query, test = column_query(cmd.key), header_predicate(cmd.key)
+    assert query is not None and test is not None
+    heads = [header_fields(raw) for raw in MESSAGES]
+    column = HeaderColumn(heads, query[0], query[1])
+    assert column.find(query[2]) == [i for i, h in enumerate(heads) if test(h)]

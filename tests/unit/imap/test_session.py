@@ -132,3 +132,31 @@ async def test_search_and_expunge_responses(core: Any, mailbox: int) -> None:
     out = await run(sess, "h FETCH 2 (UID)")
     assert out[0] == "* 2 FETCH (UID 3)"
     await sess.close()
+
+
+async def test_header_search_by_column_follows_the_view(core: Any, mailbox: int) -> None:
+    """A header SEARCH answered from the view's column (once every message's header fields
+    are cached) gives what the per-message evaluation gave, before and after the view's
+    messages change (expunge, new message)."""
+    sess = Session(core, FakeIO(), Auth(mailbox), implicit_tls=True)
+    await run(sess, "a LOGIN u pw")
+    await run(sess, "b SELECT INBOX")
+    first = await run(sess, "c SEARCH SUBJECT s1")  # reads and caches the header fields
+    assert sess.view is not None and not sess.view.columns
+    assert await run(sess, "d SEARCH SUBJECT s1") == [first[0], "d OK SEARCH completed"]
+    assert sess.view.columns  # the second search used a column
+    assert (await run(sess, "e UID SEARCH HEADER Message-ID \"<M12@\""))[0] == "* SEARCH 12"
+    assert (await run(sess, "f SEARCH FROM a7@"))[0] == "* SEARCH 7"
+    assert (await run(sess, "g SEARCH HEADER X-Missing \"\""))[0] == "* SEARCH"
+    assert (await run(sess, "h SEARCH HEADER Subject \"\""))[0] == "* SEARCH " + " ".join(
+        str(n) for n in range(1, 71))
+    await run(sess, "i STORE 1 +FLAGS.SILENT (\\Deleted)")
+    await run(sess, "j EXPUNGE")
+    assert not sess.view.columns
+    assert (await run(sess, "k SEARCH SUBJECT s1"))[0] == "* SEARCH " + " ".join(
+        str(n) for n in range(9, 19))
+    assert sess.mbox is not None
+    await sess.mbox.append("INBOX", raw(171))
+    out = await run(sess, "l SEARCH SUBJECT s17")
+    assert "* 70 EXISTS" in out and "* SEARCH 16 70" in out
+    await sess.close()
