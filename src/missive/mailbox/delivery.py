@@ -265,12 +265,20 @@ class _Statements:
         self._box = box
         self._uid_bumps: dict[int, Executable] = {}
         self._modseq_bumps: dict[int, Executable] = {}
-        self.content = insert(content).returning(content.c.id, sort_by_parameter_order=True)
+        # Ids of inserted rows are matched to the rows by a column unique within the batch
+        # (the HPKE encapsulation of a fresh data key; the outbox's idempotency key), so the
+        # rows go in one multi-row INSERT … RETURNING on every backend; SQLite cannot keep
+        # RETURNING in parameter order, and SQLAlchemy then inserts row by row (``*_ordered``,
+        # kept for a batch whose keys are not all distinct).
+        self.content = insert(content).returning(content.c.id, content.c.sealed_key)
+        self.content_ordered = insert(content).returning(content.c.id,
+                                                         sort_by_parameter_order=True)
         self.message = insert(_table(Message))
         self.correspondent = module.insert(_table(Correspondent)).on_conflict_do_nothing(
             index_elements=["mailbox_id", "peer_hash"])
         self.received_ref = insert(_table(ReceivedRef))
-        self.outbox = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
+        self.outbox = insert(outbox).returning(outbox.c.id, outbox.c.idempotency_key)
+        self.outbox_ordered = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
         self.relay = insert(_table(RelayQueue))
 
     def uid_bump(self, n: int) -> Executable:
@@ -432,10 +440,10 @@ class GroupCommitter:
         copies = [(i, c) for i, job in enumerate(batch) for c in job.copies]
         content_ids: list[int] = []
         if copies:
-            content_ids = list(conn.execute(sql.content, [
+            content_ids = _inserted_ids(conn, sql.content, sql.content_ordered, [
                 {"mailbox_id": c.mailbox_id, "suite": c.suite, "sealed_key": c.sealed_key,
                  "meta": c.meta, "body": c.body, "size": c.size, "created_at": now}
-                for _, c in copies]).scalars())
+                for _, c in copies], "sealed_key")
         messages: list[dict[str, object]] = []
         correspondents: list[dict[str, object]] = []
         refs: list[dict[str, object]] = []
@@ -478,7 +486,8 @@ class GroupCommitter:
         if refs:
             conn.execute(sql.received_ref, refs)
         if outbox:
-            ids_out = list(conn.execute(sql.outbox, [row for _, row in outbox]).scalars())
+            ids_out = _inserted_ids(conn, sql.outbox, sql.outbox_ordered,
+                                    [row for _, row in outbox], "idempotency_key")
             for (i, _), oid in zip(outbox, ids_out, strict=True):
                 results[i].outbox_ids.append(oid)
         for i, job in enumerate(batch):
@@ -519,6 +528,18 @@ def _resolve(future: asyncio.Future[DeliveryResult], *, result: DeliveryResult |
     else:
         assert result is not None  # noqa: S101
         future.set_result(result)
+
+
+def _inserted_ids(conn: Connection, by_key: Executable, ordered: Executable,
+                  rows: list[dict[str, object]], key: str) -> list[int]:
+    """The ids of ``rows``, inserted, in the order of ``rows``: ``by_key`` returns
+    ``(id, row[key])`` in any order; ``ordered`` (row by row on SQLite) is used only when the
+    keys of the batch are not all distinct."""
+    keys = [row[key] for row in rows]
+    if len(set(keys)) != len(keys):
+        return list(conn.execute(ordered, rows).scalars())
+    found = {k: int(i) for i, k in conn.execute(by_key, rows).all()}
+    return [found[k] for k in keys]
 
 
 def _unique(rows: list[dict[str, object]], keys: tuple[str, ...]) -> list[dict[str, object]]:
