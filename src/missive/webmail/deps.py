@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -75,8 +76,11 @@ async def load_session(request: Request) -> None:
             patient = None
             if state is not None and state.authenticated and state.principal_kind == "patient":
                 # Read with the session (one read less per page); ``viewer`` still checks the
-                # status.
-                patient = s.get(Patient, state.principal_id)
+                # status. A Core read made into a detached, read-only Patient: the ORM's
+                # identity-map load cost more than the rest of this read; routes that change
+                # the patient load it again in their own write transaction.
+                row = s.connection().execute(_PATIENT, {"id": state.principal_id}).first()
+                patient = Patient(**row._mapping) if row is not None else None
             return state, needs_write, patient
 
         # Every page pays this read: one synchronous read (Database.run_read), not a round
@@ -90,6 +94,9 @@ async def load_session(request: Request) -> None:
     if cookie and state is None:
         request.state.expired = True
     request.state.web_session = state
+
+
+_PATIENT = select(Patient.__table__).where(Patient.__table__.c.id == bindparam("id"))
 
 
 def current_session(request: Request) -> SessionState | None:
