@@ -193,10 +193,8 @@ async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) 
 
 
 async def _message(box: MailboxSession, name: str, uid: int) -> tuple[MessageInfo, bytes]:
-    infos = await box.messages(name, [uid])
-    if not infos:
-        raise NotFound("no such message")
-    return infos[0], await box.fetch(name, uid)
+    info, raw, _summary = await box.read_message(name, uid)  # NotFound when not there
+    return info, raw
 
 
 @router.get("/boite/{slug}/{uid}")
