@@ -21,7 +21,9 @@ order, each measure for both servers the same way:
    one HPKE open per message for Missive);
 3. a mixed workload for ``--seconds`` with ``--clients`` concurrent clients (SELECT, FETCH FLAGS
    of the folder, ENVELOPE of a window, BODY.PEEK[] of one message, STORE +/- a flag, SEARCH
-   by header, NOOP, chosen at random), counting commands per second.
+   by header, NOOP, chosen at random), counting commands per second; run in two halves that
+   alternate between the servers (Missive, Dovecot, Missive, Dovecot), so that a change in the
+   shared host's load weighs on both.
 
 Every measure is printed per wall-clock second (``/s``) and per second of the server's CPU
 time (``/cpu-s``: Missive's process with its threads; Dovecot's master with its reaped
@@ -41,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import imaplib
 import os
@@ -268,6 +271,22 @@ service imap-login {{
 
 
 # --- workloads ---------------------------------------------------------------------------------
+
+
+def measured(t: Target, run: Callable[[], object]) -> tuple[float, float]:
+    """(wall-clock seconds, server CPU seconds) of ``run()``. The CPU is read a moment after:
+    Dovecot's per-connection processes are counted once its master has reaped them."""
+    before = server_cpu(t.pid)
+    start = time.perf_counter()
+    result = run()
+    elapsed = result if isinstance(result, float) else time.perf_counter() - start
+    time.sleep(0.3)
+    return elapsed, max(server_cpu(t.pid) - before, 1e-3)
+
+
+def _count_mixed(counted: list[int], t: Target, clients: int, seconds: float,
+                 total: int) -> None:
+    counted.append(mixed(t, clients, seconds, total)[1])
 
 
 def envelopes(t: Target) -> float:
@@ -559,9 +578,9 @@ def main() -> None:
             # with HPKE, then keeps it in the key cache; Dovecot builds its index and cache).
             # Warm: a new connection after the first one logged out (key cache, index cache).
             for label in ("envelopes cold", "envelopes warm"):
-                before = server_cpu(t.pid)
-                r[f"{label}/s"] = args.messages / envelopes(t)
-                r[f"{label}/cpu-s"] = args.messages / max(server_cpu(t.pid) - before, 1e-3)
+                elapsed, cpu = measured(t, functools.partial(envelopes, t))
+                r[f"{label}/s"] = args.messages / elapsed
+                r[f"{label}/cpu-s"] = args.messages / cpu
                 time.sleep(1)  # let background writes (Missive's key cache) finish
             # Beside: a new connection while another one of the same user, which already
             # fetched the envelopes, stays logged in (a desktop client's second connection, a
@@ -570,17 +589,27 @@ def main() -> None:
             holder.select("INBOX", readonly=True)
             holder.fetch("1:*", "(ENVELOPE)")
             time.sleep(0.5)
-            before = server_cpu(t.pid)
-            r["envelopes beside/s"] = args.messages / envelopes(t)
-            r["envelopes beside/cpu-s"] = args.messages / max(server_cpu(t.pid) - before, 1e-3)
+            elapsed, cpu = measured(t, functools.partial(envelopes, t))
+            r["envelopes beside/s"] = args.messages / elapsed
+            r["envelopes beside/cpu-s"] = args.messages / cpu
             holder.logout()
-            before = server_cpu(t.pid)
-            r["bodies/s"] = args.bodies / bodies(t, args.bodies)
-            after = server_cpu(t.pid)
-            r["bodies/cpu-s"] = args.bodies / max(after - before, 1e-3)
-            before = after
-            r["mixed cmds/s"], count = mixed(t, args.clients, args.seconds, args.messages)
-            r["mixed/cpu-s"] = count / max(server_cpu(t.pid) - before, 1e-3)
+            elapsed, cpu = measured(t, functools.partial(bodies, t, args.bodies))
+            r["bodies/s"] = args.bodies / elapsed
+            r["bodies/cpu-s"] = args.bodies / cpu
+        # The mixed workload in halves, alternating between the servers, so that a change in
+        # the shared host's load between two runs weighs on both.
+        commands = {t.name: 0 for t in targets}
+        cpu_time = {t.name: 0.0 for t in targets}
+        for _half in range(2):
+            for t in targets:
+                counted: list[int] = []
+                _elapsed, cpu = measured(t, functools.partial(
+                    _count_mixed, counted, t, args.clients, args.seconds / 2, args.messages))
+                commands[t.name] += counted[0]
+                cpu_time[t.name] += cpu
+        for name in commands:
+            results[name]["mixed cmds/s"] = commands[name] / args.seconds
+            results[name]["mixed/cpu-s"] = commands[name] / cpu_time[name]
         # "/s": per second of wall-clock time; "/cpu-s": per second of the server's CPU time.
         for measure in ("envelopes cold/s", "envelopes cold/cpu-s", "envelopes warm/s",
                         "envelopes warm/cpu-s", "envelopes beside/s", "envelopes beside/cpu-s",
