@@ -1059,58 +1059,9 @@ class MailboxSession:
     async def highest_modseq(self) -> int:
         return await self.db.run_read(self._highest_modseq)
 
-    async def changes_since(self, name: str, modseq: int) -> tuple[int, list[MessageInfo],
-                                                                   list[int] | None]:
-        """What changed in a folder since the mailbox's ``modseq`` (IMAP sessions catching up,
-        RFC 7162 style): ``(highest modseq, messages whose modseq is higher, every UID of the
-        folder)``. When nothing changed in the mailbox the last two are ``[]`` and ``None``,
-        at the cost of one indexed read; appends, flag changes, moves and expunges all raise
-        the mailbox's highest modseq."""
-        def read(s: Session) -> tuple[int, list[MessageInfo], list[int] | None]:
-            highest = self._highest_modseq(s)
-            if highest <= modseq:
-                return highest, [], None
-            f = self._folder_sync(s, name)
-            return highest, self._changed(s, f.id, modseq), self._all_uids(s, f.id)
-
-        return await self.db.run_read(read)
-
-    async def view_changes(self, name: str, modseq: int, known: int,
-                           last_uid: int) -> tuple[int, list[MessageInfo], list[int] | None]:
-        """:meth:`changes_since` for a client that holds ``known`` messages, the highest UID
-        ``last_uid`` (an IMAP selected view): the same ``(highest modseq, changed messages,
-        every UID)``, except that every UID of the folder is read only when some were
-        expunged, i.e. when fewer than ``known`` messages with a UID up to ``last_uid``
-        remain (UIDs are never reused, RFC 3501 §2.3.1.1); otherwise the list is None.
-        Read-only; with many sessions on one folder, each flag change would otherwise make
-        every other session read the whole UID list."""
-        def read(s: Session) -> tuple[int, list[MessageInfo], list[int] | None]:
-            highest = self._highest_modseq(s)
-            if highest <= modseq:
-                return highest, [], None
-            f = self._folder_sync(s, name)
-            changed = self._changed(s, f.id, modseq)
-            remaining = int(s.execute(select(func.count(Message.id)).where(
-                Message.folder_id == f.id, Message.uid <= last_uid)).scalar_one())
-            if remaining == known:
-                return highest, changed, None
-            return highest, changed, self._all_uids(s, f.id)
-
-        return await self.db.run_read(read)
-
     def _highest_modseq(self, s: Session) -> int:
         return int(s.connection().execute(_HIGHEST_MODSEQ, {"mid": self.mailbox_id}
                                           ).scalar_one())
-
-    def _changed(self, s: Session, folder_id: int, modseq: int) -> list[MessageInfo]:
-        return [_info_row(r) for r in s.execute(select(*_INFO_COLUMNS).where(
-            Message.mailbox_id == self.mailbox_id, Message.folder_id == folder_id,
-            Message.modseq > modseq).order_by(Message.uid))]
-
-    @staticmethod
-    def _all_uids(s: Session, folder_id: int) -> list[int]:
-        return [int(u) for u in s.execute(select(Message.uid).where(
-            Message.folder_id == folder_id).order_by(Message.uid)).scalars()]
 
     async def search_text(self, name: str, query: str, *,
                           uids: Sequence[int] | None = None) -> list[int]:

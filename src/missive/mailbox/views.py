@@ -112,7 +112,8 @@ async def folder_messages(mbox: MailboxSession, folder_id: int) -> tuple[int, li
 
 async def view_changes(mbox: MailboxSession, folder_id: int, modseq: int, known: int,
                        last_uid: int) -> tuple[int, list[MessageInfo], list[int] | None]:
-    """:meth:`MailboxSession.view_changes` by folder id: ``(highest modseq, messages changed
+    """What changed in a folder for a client that holds ``known`` messages up to UID
+    ``last_uid`` (an IMAP selected view, RFC 7162 style): ``(highest modseq, messages changed
     since ``modseq``, every UID of the folder or None)``. The UID list is read only when some of
     the ``known`` messages up to ``last_uid`` are gone (UIDs are never reused, RFC 3501
     §2.3.1.1); a folder deleted meanwhile reads as empty (all expunged)."""
