@@ -23,6 +23,7 @@ Implementation notes:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -169,6 +170,9 @@ _FOLDER: Table = Folder.__table__  # type: ignore[assignment]
 
 _MAILBOX: Table = Mailbox.__table__  # type: ignore[assignment]
 _HIGHEST_MODSEQ = select(_MAILBOX.c.highest_modseq).where(_MAILBOX.c.id == bindparam("mid"))
+_NEXT_MODSEQ = (update(_MAILBOX).where(_MAILBOX.c.id == bindparam("mid"))
+                .values(highest_modseq=_MAILBOX.c.highest_modseq + 1)
+                .returning(_MAILBOX.c.highest_modseq))
 _FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
                                          _FOLDER.c.name == bindparam("name"))
 _EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
@@ -197,6 +201,11 @@ def _page_query(direction: str) -> Select[Any]:
 #: The columns of a :class:`MessageInfo`, for reads that need no ORM objects.
 _INFO_COLUMNS = (Message.id, Message.uid, Message.flags, Message.internal_date, Message.size,
                  Message.modseq, Message.content_id)
+_FLAG_ROWS = select(*_INFO_COLUMNS).where(
+    _MESSAGE.c.folder_id == bindparam("fid"),
+    _MESSAGE.c.uid.in_(bindparam("uids", expanding=True))).order_by(_MESSAGE.c.uid)
+_SET_FLAGS = (update(_MESSAGE).where(_MESSAGE.c.id == bindparam("b_id"))
+              .values(flags=bindparam("b_flags"), modseq=bindparam("b_modseq")))
 
 
 def _info_row(r: Sequence[object]) -> MessageInfo:
@@ -918,26 +927,25 @@ class MailboxSession:
         uid_list = list(uids)
 
         def change(s: Session) -> list[MessageInfo]:
-            f = self._folder_sync(s, name)
-            msgs = list(s.execute(select(Message).where(
-                Message.folder_id == f.id, Message.uid.in_(uid_list))
-                .order_by(Message.uid)).scalars())
-            updates: list[tuple[Message, frozenset[str]]] = []
-            for m in msgs:
-                old = _flags_set(m.flags)
-                new = old | wanted if mode == "add" else old - wanted if mode == "remove" \
-                    else wanted
-                if new != old:
-                    updates.append((m, new))
-            changed: list[MessageInfo] = []
-            if updates:
-                modseq = self._next_modseq_sync(s)
-                for m, new in updates:
-                    m.flags = _flags_text(new)
-                    m.modseq = modseq
-                    changed.append(_info(m))
-                self.store.events.notify_sync(s, {self.mailbox_id})
-            return changed
+            # Prepared Core statements: IMAP STORE and every first read in the webmail come
+            # here, and the ORM's unit of work cost more than the SQL.
+            conn = s.connection()
+            fid = self._folder_id(conn, name)
+            updates: list[tuple[MessageInfo, frozenset[str]]] = []
+            for row in conn.execute(_FLAG_ROWS, {"fid": fid, "uids": uid_list}):
+                info = _info_row(row)
+                new = info.flags | wanted if mode == "add" else info.flags - wanted \
+                    if mode == "remove" else wanted
+                if new != info.flags:
+                    updates.append((info, new))
+            if not updates:
+                return []
+            modseq = self._next_modseq_sync(s)
+            conn.execute(_SET_FLAGS, [{"b_id": info.id, "b_flags": _flags_text(new),
+                                       "b_modseq": modseq} for info, new in updates])
+            self.store.events.notify_sync(s, {self.mailbox_id})
+            return [dataclasses.replace(info, flags=new, modseq=modseq)
+                    for info, new in updates]
 
         changed = await self.store.writer.run(change)
         if changed:
@@ -945,9 +953,7 @@ class MailboxSession:
         return changed
 
     def _next_modseq_sync(self, s: Session) -> int:
-        return int(s.execute(update(Mailbox).where(Mailbox.id == self.mailbox_id).values(
-            highest_modseq=Mailbox.highest_modseq + 1).returning(Mailbox.highest_modseq))
-            .scalar_one())
+        return int(s.connection().execute(_NEXT_MODSEQ, {"mid": self.mailbox_id}).scalar_one())
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> tuple[int, list[
             tuple[int, int]]]:
