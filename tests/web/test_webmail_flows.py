@@ -6,8 +6,10 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from webmail_support import (  # type: ignore[import-not-found]
     PASSWORD,
@@ -402,3 +404,43 @@ async def test_journal_pages_and_public_help(
     second = html.unescape((await client.get(older.group(1))).text)
     assert "Revenir aux plus récentes" in second and "Messagerie créée" in second
     assert 1 < second.count("<tr>") < 101
+
+
+async def test_a_rendered_folder_page_is_reused_only_while_nothing_changes(
+        wcore: Core, client: httpx.AsyncClient, otp: FakeOtp,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from missive.mailbox.store import MailboxSession
+
+    patient = await make_patient(wcore, 12)
+    pro = await make_pro(wcore, 12)
+    await deliver(wcore, pro.address, patient, message(pro.address, "p@x", "Premier envoi"))
+    await login(client, otp, ins_number(12))
+    web = client._transport.app.state.web  # type: ignore[attr-defined]
+    calls = 0
+    real_page = MailboxSession.page
+
+    async def counting_page(self: MailboxSession, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(MailboxSession, "page", counting_page)
+    first = (await client.get("/boite/reception")).text
+    again = (await client.get("/boite/reception")).text
+    assert again == first and calls == 1  # nothing changed: the same page, not re-read
+    # A new message (a new modseq) is shown at once.
+    await deliver(wcore, pro.address, patient, message(pro.address, "p@x", "Second envoi"))
+    fresh = (await client.get("/boite/reception")).text
+    assert "Second envoi" in fresh and calls == 2
+    # Another URL is another page; reading a message (a flag change) is seen at once too.
+    await client.get("/boite/reception?avant=2")
+    assert calls == 3
+    assert "<strong" in fresh or "non lu" in fresh.lower()  # sanity: unread marks exist
+    await client.get("/boite/reception/2")
+    after_read = (await client.get("/boite/reception")).text
+    assert calls == 4 and after_read != fresh
+    assert any(k[1] == patient.mailbox_id for k in web.vault._pages)
+    # Logging out drops the session's pages with its opened mailbox.
+    form = await client.get("/parametres")
+    await client.post("/deconnexion", data={"csrf": csrf_of(form.text)})
+    assert not any(k[1] == patient.mailbox_id for k in web.vault._pages)

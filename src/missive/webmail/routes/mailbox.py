@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from missive.audit import log as audit
 from missive.directory.professionals import professional_by_address
@@ -178,18 +178,28 @@ async def folder_list(request: Request, web: WebDep, who: ViewerDep, slug: str) 
     if who.mailbox_id is None:
         return page(request, "no_mailbox.html", base_context(who, slug))
     box = await opened_mailbox(web, who)
+    # The rendered page is reused while nothing changed (see webmail.keys): keyed by what it
+    # shows besides the mailbox's messages.
+    key = repr((str(request.url.path), str(request.url.query), who.session.csrf_token,
+                who.display_name, who.choices))
+    cached = web.vault.page(who.session.id, box.mailbox_id, key, await box.highest_modseq())
+    if cached is not None:
+        return HTMLResponse(cached)
     before = _uid_param(request.query_params.get("avant"))
     after = _uid_param(request.query_params.get("apres"))
     got = await box.page(name, limit=web.settings.webmail.page_size, below=before,
                          above=after if before is None else None)
     status = await folder_status(web, box, name, got.highest_modseq)
     chunk = got.messages
-    return page(request, "folder.html", {
+    response = page(request, "folder.html", {
         **base_context(who, slug), "title": FOLDERS[slug][1],
         "rows": await rows_for(web, box, name, chunk, got.summaries),
         "total": status.messages, "unread": status.unseen,
         "older": chunk[-1].uid if got.older and chunk else None,
         "newer": chunk[0].uid if got.newer and chunk else None})
+    web.vault.keep_page(who.session.id, box.mailbox_id, key, got.highest_modseq,
+                        bytes(response.body))
+    return response
 
 
 async def _message(box: MailboxSession, name: str, uid: int) -> tuple[MessageInfo, bytes]:
