@@ -173,6 +173,9 @@ _HIGHEST_MODSEQ = select(_MAILBOX.c.highest_modseq).where(_MAILBOX.c.id == bindp
 _NEXT_MODSEQ = (update(_MAILBOX).where(_MAILBOX.c.id == bindparam("mid"))
                 .values(highest_modseq=_MAILBOX.c.highest_modseq + 1)
                 .returning(_MAILBOX.c.highest_modseq))
+_CONVERSATION: Table = Conversation.__table__  # type: ignore[assignment]
+_CONVERSATION_CLOSED = select(exists().where(_CONVERSATION.c.thread_hash == bindparam("h"),
+                                             _CONVERSATION.c.closed_at.is_not(None)))
 _FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
                                          _FOLDER.c.name == bindparam("name"))
 _EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
@@ -518,9 +521,8 @@ class MailboxStore:
 
     async def conversation_closed(self, thread_root: str) -> bool:
         digest = self.thread_hash(thread_root)
-        return await self.db.run_read(lambda s: bool(s.execute(select(exists().where(
-            Conversation.thread_hash == digest,
-            Conversation.closed_at.is_not(None)))).scalar_one()))
+        return await self.db.run_read(lambda s: bool(s.connection().execute(
+            _CONVERSATION_CLOSED, {"h": digest}).scalar_one()))
 
     async def relay_open_session(self) -> MailboxSession:
         """The relay worker's session on the system relay mailbox (needs the master key)."""
