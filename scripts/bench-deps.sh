@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reference servers the benchmarks compare against (Postfix + smtp-source, Dovecot) and the
 # profiler used to find hot spots. Not needed by the test suite, so not in test-deps.sh.
-# Idempotent. Postfix and Dovecot are installed but never enabled as system services: the
+# Run from the project root after `make` created .venv. Idempotent. Postfix and Dovecot are installed but never enabled as system services: the
 # benchmarks start private instances with their own configuration on free loopback ports.
 set -euo pipefail
 PACKAGES=(postfix dovecot-imapd)
@@ -19,3 +19,7 @@ fi
 # Debian starts the services on install; the benchmarks run their own instances.
 $SUDO postfix stop >/dev/null 2>&1 || true
 $SUDO doveadm stop >/dev/null 2>&1 || true
+# The sampling profiler the docs' "where the time goes" figures come from.
+if [ -x .venv/bin/pip ]; then
+  .venv/bin/pip install -q py-spy
+fi
