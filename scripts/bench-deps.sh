@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reference servers the benchmarks compare against (Postfix + smtp-source, Dovecot) and the
 # profiler used to find hot spots. Not needed by the test suite, so not in test-deps.sh.
-# Run from the project root after `make` created .venv. Idempotent. Postfix and Dovecot are installed but never enabled as system services: the
-# benchmarks start private instances with their own configuration on free loopback ports.
+# Run from the project root once `make` has created .venv. Idempotent. Postfix and Dovecot are
+# installed but never used as system services: the benchmarks start private instances with
+# their own configuration on free loopback ports.
 set -euo pipefail
 PACKAGES=(postfix dovecot-imapd)
 missing=()
