@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from missive.config import Settings
 from missive.db.base import utcnow
@@ -73,6 +74,21 @@ async def get_patient(session: AsyncSession, ins: str) -> Patient:
     if found is None:
         raise NotFound(f"no patient with INS {matricule}")
     return found
+
+
+_PATIENT_BY_ID = select(Patient.__table__).where(
+    Patient.__table__.c.id == bindparam("id"))
+
+
+def read_patient(session: Session, patient_id: int) -> Patient | None:
+    """A detached, read-only copy of a patient row, for the checks every web page makes.
+
+    A prepared Core read made into a ``Patient`` that no session tracks: the ORM's identity
+    load cost more than the query. Code that changes a patient loads it in its own write
+    transaction (these copies are never added to a session).
+    """
+    row = session.connection().execute(_PATIENT_BY_ID, {"id": patient_id}).first()
+    return Patient(**row._mapping) if row is not None else None
 
 
 async def find_patient(session: AsyncSession, matricule: str) -> Patient | None:

@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from missive.config import Settings
 from missive.directory.models import Delegate, DelegatePerson, Patient
+from missive.directory.patients import read_patient
 from missive.mailbox.store import MailboxSession
 from missive.runtime import Core
 from missive.webmail.keys import KeyVault
@@ -74,13 +74,11 @@ async def load_session(request: Request) -> None:
         def read(s: Session) -> tuple[SessionState | None, bool, Patient | None]:
             state, needs_write = web.sessions.peek(s, session_id)
             patient = None
-            if state is not None and state.authenticated and state.principal_kind == "patient":
+            if state is not None and state.authenticated and state.principal_kind == "patient" \
+                    and state.principal_id is not None:
                 # Read with the session (one read less per page); ``viewer`` still checks the
-                # status. A Core read made into a detached, read-only Patient: the ORM's
-                # identity-map load cost more than the rest of this read; routes that change
-                # the patient load it again in their own write transaction.
-                row = s.connection().execute(_PATIENT, {"id": state.principal_id}).first()
-                patient = Patient(**row._mapping) if row is not None else None
+                # status. Routes that change the patient load it again to write.
+                patient = read_patient(s, state.principal_id)
             return state, needs_write, patient
 
         # Every page pays this read: one synchronous read (Database.run_read), not a round
@@ -94,9 +92,6 @@ async def load_session(request: Request) -> None:
     if cookie and state is None:
         request.state.expired = True
     request.state.web_session = state
-
-
-_PATIENT = select(Patient.__table__).where(Patient.__table__.c.id == bindparam("id"))
 
 
 def current_session(request: Request) -> SessionState | None:
