@@ -8,7 +8,10 @@ decapsulation, RFC 9180, ~0.2 ms) and re-parses every message to answer ``FETCH 
 
 Invariants (SPEC C1, C6):
 
-- Everything here lives in the memory of the IMAP front process; nothing is written to disk.
+- Everything here lives in the memory of the IMAP front process; nothing is written to disk
+  by this module. (The ENVELOPE and BODYSTRUCTURE items a session computes are also handed to
+  the store, which keeps them sealed under the mailbox's cache key, ``content.derived``, for
+  the sessions of later logins: see ``Session._keep_derived`` and ``mailbox.crypto``.)
 - A :class:`MailboxCache` exists only while at least one *authenticated* session of that
   mailbox holds it (:meth:`SharedCaches.acquire` after authentication, released at logout or
   disconnection); when the last session lets go, the opened :class:`MailboxSession` (and with it

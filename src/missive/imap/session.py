@@ -928,8 +928,15 @@ class Session:
                                                               for a in cmd.attrs)
         send = self.io.send
         pending = 0
+        derivable = need_raw and all(_meta_key(a) is not None for a in cmd.attrs
+                                     if a.name in _CONTENT_ITEMS or a.name == "BODY")
         for start in range(0, len(targets), _FETCH_BATCH):
             batch = targets[start:start + _FETCH_BATCH]
+            if derivable:
+                # ENVELOPE/BODYSTRUCTURE computed by an earlier session, kept sealed by the
+                # store: served without decrypting and parsing the messages again.
+                await self._load_derived(view, [u for _, u in batch
+                                                if self._needs_raw(cmd, view, u)])
             wanted = [u for _, u in batch if self._needs_raw(cmd, view, u)] if need_raw else []
             raws = await self._bodies(view, wanted) if wanted else {}
             lines: list[bytes] = []
@@ -1000,10 +1007,32 @@ class Session:
             shared.keep_body((view.uidvalidity, uid), raw)
         return out
 
+    async def _load_derived(self, view: SelectedView, uids: list[int]) -> None:
+        """Put the items the store kept for these messages (``MailboxSession.derived_items``)
+        into the mailbox's shared cache."""
+        infos = [view.infos[u] for u in uids if u in view.infos]
+        if not infos:
+            return
+        kept = await self._mbox().derived_items([i.content_id for i in infos])
+        shared = self._cached()
+        for info in infos:
+            for key, item in kept.get(info.content_id, {}).items():
+                if key in _META_KEYS:
+                    shared.keep_meta((view.uidvalidity, info.uid, key), item)
+
+    def _keep_derived(self, view: SelectedView, info: MessageInfo) -> None:
+        """Hand every cacheable item known for this message to the store to keep sealed."""
+        meta = self._cached().meta
+        items = {key: item for key in _META_KEYS
+                 if (item := meta.get((view.uidvalidity, info.uid, key))) is not None}
+        if items:
+            self._mbox().keep_derived(info.content_id, items)
+
     def _fetch_items(self, cmd: p.Fetch, view: SelectedView, info: MessageInfo,
                      raw: bytes | None) -> list[bytes]:
         items: list[bytes] = []
         tree: MimePart | None = None
+        computed = False
         meta = self._cached().meta
         for a in cmd.attrs:
             name = a.name
@@ -1033,6 +1062,7 @@ class Session:
                 # The envelope needs the top-level header fields only, not the MIME tree.
                 item = b"ENVELOPE " + envelope(header_part(raw))
                 self._cached().keep_meta((view.uidvalidity, info.uid, "ENVELOPE"), item)
+                computed = True
                 items.append(item)
             else:
                 if tree is None:
@@ -1040,7 +1070,10 @@ class Session:
                 item = _content_item(a, tree, raw)
                 if key is not None:
                     self._cached().keep_meta((view.uidvalidity, info.uid, key), item)
+                    computed = True
                 items.append(item)
+        if computed:
+            self._keep_derived(view, info)
         return items
 
     def _needs_raw(self, cmd: p.Fetch, view: SelectedView, uid: int) -> bool:
@@ -1105,6 +1138,10 @@ def _flags_item(flags: frozenset[str]) -> bytes:
         if len(_FLAGS_ITEMS) < 4096:
             _FLAGS_ITEMS[flags] = item
     return item
+
+
+#: The keys :func:`_meta_key` gives.
+_META_KEYS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
 
 
 def _meta_key(a: p.FetchAttr) -> str | None:

@@ -24,7 +24,9 @@ Layers, from the outside in:
   and of an inbox page). Only a holder of the private key can derive the cache key: the
   owner's or a delegate's opened session (C6). Closing the mailbox destroys the private key,
   hence the cache key (C3); the cache is symmetric, so it is as post-quantum as the rest (C5).
-  Delivery never writes it (the SMTP process has no private key, C2).
+  Delivery never writes it (the SMTP process has no private key, C2). Items a reading front
+  computes from a message (IMAP ENVELOPE, BODYSTRUCTURE) are kept sealed under the same key
+  (``content.derived``), so a later session serves them without decrypting and parsing.
 - **Index key** (``DIR/keys/index.key``): an HMAC-SHA256 key for keyed hashes of relations
   (which professional wrote to which patient, conversation identifiers; C7). It opens nothing.
 
@@ -288,6 +290,20 @@ def unwrap_cached_key(cache_key: bytes, mailbox_id: int, sealed: SealedKey,
                       blob: bytes) -> bytes:
     """The data key from its cached wrapping; :class:`CryptoError` if it does not open."""
     return decrypt(cache_key, blob, _cache_label(mailbox_id, sealed))
+
+
+def _derived_label(mailbox_id: int, content_id: int) -> bytes:
+    return b"missive/derived/v1/%d/%d" % (mailbox_id, content_id)
+
+
+def seal_derived(cache_key: bytes, mailbox_id: int, content_id: int, data: bytes) -> bytes:
+    """Seal what a reading front computed from a message (IMAP ENVELOPE, BODYSTRUCTURE) under
+    the mailbox's cache key, bound to the mailbox and the content row."""
+    return encrypt(cache_key, data, _derived_label(mailbox_id, content_id))
+
+
+def open_derived(cache_key: bytes, mailbox_id: int, content_id: int, blob: bytes) -> bytes:
+    return decrypt(cache_key, blob, _derived_label(mailbox_id, content_id))
 
 
 # --- keyed hashes (C7) --------------------------------------------------------------------------

@@ -108,6 +108,9 @@ class Content(Base):
     # The data key wrapped under the mailbox's cache key, written by the first session that
     # opens it (``crypto.wrap_cached_key``); NULL until then.
     key_cache: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Items computed from the message by a reading front (IMAP ENVELOPE, BODYSTRUCTURE),
+    # sealed under the same cache key (``crypto.seal_derived``); NULL until computed.
+    derived: Mapped[bytes | None] = mapped_column(LargeBinary)
     meta: Mapped[bytes] = mapped_column(LargeBinary)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger)

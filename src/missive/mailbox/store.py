@@ -29,7 +29,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from sqlalchemy import (
     Connection,
     Select,
     Table,
+    Update,
     bindparam,
     delete,
     exists,
@@ -176,6 +177,11 @@ _NEXT_MODSEQ = (update(_MAILBOX).where(_MAILBOX.c.id == bindparam("mid"))
 _CONVERSATION: Table = Conversation.__table__  # type: ignore[assignment]
 _CONVERSATION_CLOSED = select(exists().where(_CONVERSATION.c.thread_hash == bindparam("h"),
                                              _CONVERSATION.c.closed_at.is_not(None)))
+_DERIVED_ROWS = select(_CONTENT.c.id, _CONTENT.c.derived).where(
+    _CONTENT.c.mailbox_id == bindparam("mid"), _CONTENT.c.id.in_(bindparam("ids", expanding=True)))
+_DERIVED_UPDATE = (update(_CONTENT).where(_CONTENT.c.id == bindparam("b_id"),
+                                          _CONTENT.c.mailbox_id == bindparam("b_mailbox"))
+                   .values(derived=bindparam("b_derived")))
 _FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
                                          _FOLDER.c.name == bindparam("name"))
 _EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
@@ -470,14 +476,23 @@ class MailboxStore:
         while self._cache_dirty:
             boxes = list(self._cache_dirty)
             self._cache_dirty.clear()
-            rows = [{"b_id": cid, "b_mailbox": box.mailbox_id, "b_cache": blob}
-                    for box in boxes for cid, blob in box.take_cache_writes().items()]
+            rows: list[tuple[Update, dict[str, object]]] = []
+            for box in boxes:
+                keys, derived = box.take_cache_writes()
+                rows += [(self._CACHE_UPDATE, {"b_id": cid, "b_mailbox": box.mailbox_id,
+                                               "b_cache": blob}) for cid, blob in keys.items()]
+                rows += [(_DERIVED_UPDATE, {"b_id": cid, "b_mailbox": box.mailbox_id,
+                                            "b_derived": blob}) for cid, blob in derived.items()]
             for start in range(0, len(rows), self._CACHE_BATCH):
                 batch = rows[start:start + self._CACHE_BATCH]
 
-                def _write(s: Session, batch: list[dict[str, object]] = batch) -> None:
-                    # Core executemany (not the ORM's bulk update by primary key).
-                    s.connection().execute(self._CACHE_UPDATE, batch)
+                def _write(s: Session, batch: list[tuple[Update, dict[str, object]]] = batch
+                           ) -> None:
+                    # Core executemany per statement (not the ORM's bulk update by key).
+                    for stmt in (self._CACHE_UPDATE, _DERIVED_UPDATE):
+                        params = [p for st, p in batch if st is stmt]
+                        if params:
+                            s.connection().execute(stmt, params)
 
                 try:
                     await self.db.run_write(_write)
@@ -570,6 +585,7 @@ class MailboxSession:
         self._cache_key = crypto.derive_cache_key(private)
         self._keys: OrderedDict[int, bytes] = OrderedDict()
         self._to_cache: dict[int, bytes] = {}
+        self._to_derive: dict[int, bytes] = {}
 
     @property
     def db(self) -> Database:
@@ -757,10 +773,43 @@ class MailboxSession:
         if self._to_cache:
             self.store.cache_keys_later(self)
 
-    def take_cache_writes(self) -> dict[int, bytes]:
-        """The key-cache entries waiting to be written (handed over once)."""
-        pending, self._to_cache = self._to_cache, {}
-        return pending
+    def take_cache_writes(self) -> tuple[dict[int, bytes], dict[int, bytes]]:
+        """The key-cache and derived entries waiting to be written (handed over once)."""
+        keys, self._to_cache = self._to_cache, {}
+        derived, self._to_derive = self._to_derive, {}
+        return keys, derived
+
+    async def derived_items(self, content_ids: Sequence[int]) -> dict[int, dict[str, bytes]]:
+        """What a reading front computed earlier from these messages (see :meth:`keep_derived`),
+        by content id; contents without any, or whose entry does not open, are left out."""
+        ids = list(content_ids)
+
+        def read(s: Session) -> dict[int, dict[str, bytes]]:
+            out: dict[int, dict[str, bytes]] = {}
+            conn = s.connection()
+            for start in range(0, len(ids), 500):
+                for cid, blob in conn.execute(_DERIVED_ROWS, {
+                        "mid": self.mailbox_id, "ids": ids[start:start + 500]}):
+                    if blob is None:
+                        continue
+                    try:
+                        data = json.loads(crypto.open_derived(self._cache_key, self.mailbox_id,
+                                                              cid, blob))
+                        out[cid] = {str(k): str(v).encode("latin-1") for k, v in data.items()}
+                    except (crypto.CryptoError, ValueError, AttributeError):
+                        continue  # altered or foreign: recomputed from the message
+            return out
+
+        return await self.db.run_read(read) if ids else {}
+
+    def keep_derived(self, content_id: int, items: Mapping[str, bytes]) -> None:
+        """Keep ``items`` computed from a message (all that are known for it: the entry is
+        replaced), sealed under the mailbox's cache key; written in the background, like the
+        key cache (a lost write only means computing them again)."""
+        data = json.dumps({k: v.decode("latin-1") for k, v in items.items()}).encode()
+        self._to_derive[content_id] = crypto.seal_derived(self._cache_key, self.mailbox_id,
+                                                          content_id, data)
+        self.store.cache_keys_later(self)
 
     def _remember(self, cid: int, key: bytes) -> None:
         self._keys[cid] = key

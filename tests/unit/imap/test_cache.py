@@ -126,3 +126,49 @@ async def test_failed_login_acquires_nothing(core: Any, mailboxes: dict[str, int
     assert (await run(sess, "l LOGIN a wrong"))[-1].startswith("l NO")
     assert len(caches) == 0
     await sess.close()
+
+
+async def test_a_later_login_serves_kept_envelopes_without_decrypting(
+        core: Any, mailboxes: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the last logout the memory caches are gone, but the ENVELOPE and BODYSTRUCTURE
+    items the first session computed were kept by the store, sealed under the mailbox's cache
+    key (``content.derived``): the next session answers them identically without decrypting
+    or parsing a message; an altered entry is recomputed, never served."""
+    from sqlalchemy import select, update
+
+    from missive.mailbox.models import Content
+
+    caches = SharedCaches()
+    first = await session(core, caches, mailboxes, "a")
+    expected = await run(first, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+    assert expected[-1].startswith("f OK")
+    await run(first, "z LOGOUT")
+    await first.close()
+    await core.store.drain()
+    assert len(caches) == 0
+    async with core.db.read() as s:
+        kept = (await s.execute(select(Content.id, Content.derived).where(
+            Content.mailbox_id == mailboxes["a"]))).all()
+    assert len(kept) == 5 and all(blob for _, blob in kept)
+    assert not any(b"a 3" in blob for _, blob in kept)  # sealed, not in clear (C1)
+
+    second = await session(core, caches, mailboxes, "a")
+    assert second.mbox is not None
+
+    async def no_decryption(name: str, uids: Any) -> dict[int, bytes]:
+        raise AssertionError(f"decrypted {list(uids)} again")
+
+    with monkeypatch.context() as m:
+        m.setattr(second.mbox, "fetch_many", no_decryption)
+        assert await run(second, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)") == expected
+    await run(second, "z LOGOUT")
+    await second.close()
+
+    # An altered entry does not open: the item is computed again from the message.
+    cid = kept[2][0]
+    async with core.db.write() as s:
+        await s.execute(update(Content).where(Content.id == cid).values(derived=kept[0][1]))
+    third = await session(core, caches, mailboxes, "a")
+    assert await run(third, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)") == expected
+    await run(third, "z LOGOUT")
+    await third.close()

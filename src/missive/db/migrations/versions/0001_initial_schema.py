@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:25:42.883966
+Create Date: 2026-11-23 18:06:46.612312
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def upgrade() -> None:
         sa.Column("suite", sa.String(length=64), nullable=False),
         sa.Column("sealed_key", sa.LargeBinary(), nullable=False),
         sa.Column("key_cache", sa.LargeBinary(), nullable=True),
+        sa.Column("derived", sa.LargeBinary(), nullable=True),
         sa.Column("meta", sa.LargeBinary(), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
