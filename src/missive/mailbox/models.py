@@ -13,6 +13,7 @@ Layout:
   ascending in commit order (RFC 3501 §2.3.1.1).
 - ``content``: one sealed message: ``sealed_key`` (the data key sealed to the mailbox with HPKE),
   ``key_cache`` (the same data key under the mailbox's cache key, once a session opened it),
+  ``derived`` (IMAP ENVELOPE/BODYSTRUCTURE computed by a session, under that cache key),
   ``body`` and ``meta`` (AES-256-GCM under that data key). Several ``message`` rows (copies in
   other folders of the same mailbox) may share one content; it is deleted with its last message.
 - ``message``: a message in a folder with its IMAP attributes (uid, flags, internal date, size,
