@@ -102,6 +102,11 @@ class MtaSettings(BaseModel):
     trust_refresh_seconds: float = Field(
         30.0, gt=0, description="How often the MX listener reloads the trust-space CAs."
     )
+    processes: int = Field(
+        1, ge=1, le=64, description="SMTP processes. 1 serves SMTP in the main process; N > 1 "
+        "starts N worker processes that share the listening sockets (one per core helps on a "
+        "busy node; rate limits, connection counts and lockouts then count per process)."
+    )
     directory_cache_seconds: float = Field(
         5.0, ge=0, description="How long the SMTP front reuses a directory answer (account "
         "status, recipient lookup) on its hot path; a change takes effect within this delay "

@@ -1,6 +1,7 @@
 """P11 durability: ``missive serve --only smtp`` is killed with SIGKILL at random moments while
 a client submits messages, and restarted; every message the client saw ``250`` for is in the
-recipient's mailbox afterwards (duplicates tolerated, losses not).
+recipient's mailbox afterwards (duplicates tolerated, losses not). With ``mta.processes=2`` the
+SIGKILL hits the SMTP worker processes, which do the deliveries, and the main process at once.
 
 The server runs as a real subprocess on a data directory made by ``missive init``; the front
 holds no master key (C2). The mailbox is read back with the master key at the end.
@@ -9,6 +10,7 @@ holds no master key (C2). The mailbox is read back with the master key at the en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import os
@@ -35,9 +37,10 @@ MESSAGES = 40
 KILLS = 3
 
 
-def _env() -> dict[str, str]:
+def _env(processes: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
+        "MISSIVE_MTA__PROCESSES": str(processes),
         "MISSIVE_ENVIRONMENT": "test",
         "MISSIVE_MTA__SUBMISSION_PORT": "0",
         "MISSIVE_MTA__SUBMISSION_TLS_PORT": "0",
@@ -53,16 +56,30 @@ def _missive(data: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "missive", "--data-dir", str(data), *args]
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 class Server:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, processes: int) -> None:
         self.data = data
+        self.processes = processes
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def start(self) -> None:
         self.proc = subprocess.Popen(_missive(self.data, "serve", "--only", "smtp",
                                               "--log-level", "WARNING"),
-                                     env=_env(), stdout=subprocess.DEVNULL,
+                                     env=_env(self.processes), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         ports = self.data / "run" / "ports.json"
         deadline = time.monotonic() + 60
@@ -80,7 +97,12 @@ class Server:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            workers = _children(self.proc.pid)
+            if self.processes > 1:
+                assert len(workers) == self.processes, workers
+            for pid in [*workers, self.proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.wait(10)
 
 
@@ -104,7 +126,8 @@ def _submit_until_killed(server: Server, ctx: ssl.SSLContext, pro: str, rcpt: st
 
 
 @pytest.mark.slow
-async def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_acknowledged_messages_survive_sigkill(tmp_path: Path, processes: int) -> None:
     data = tmp_path / "data"
     init = subprocess.run(_missive(data, "init", "--domain", DOMAIN, "--test-mode"),
                           env=_env(), capture_output=True, text=True, timeout=120, check=False)
@@ -125,7 +148,7 @@ async def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
     ctx.check_hostname = False
     pending = [email.utils.make_msgid(domain="durability.test") for _ in range(MESSAGES)]
     acked: list[str] = []
-    server = Server(data)
+    server = Server(data, processes)
     rng = random.Random(4)  # reproducible kill moments
 
     def run() -> None:

@@ -8,8 +8,11 @@ the SMTP, IMAP and web fronts of one node can share the file. PostgreSQL is used
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -102,6 +105,7 @@ class Database:
         self._executor: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         self._read_engine: Engine | None = None
+        self._lock_fd: int | None = None
 
     async def run_write(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in one write transaction, with a *synchronous* session.
@@ -160,8 +164,37 @@ class Database:
 
     def _sync_write(self, fn: Callable[[Session], T]) -> T:
         assert self._sync_engine is not None  # noqa: S101 - set with the executor
-        with Session(self._sync_engine, expire_on_commit=False) as s, s.begin():
+        with self._writer_lock(), Session(self._sync_engine, expire_on_commit=False) as s, \
+                s.begin():
             return fn(s)
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Queue this process's writer behind the other processes' writers (SQLite only).
+
+        SQLite serialises writers with its file lock, but a writer that finds the lock taken
+        waits in the busy handler, which *sleeps* (1, 2, 5 … 100 ms) and polls: with several
+        SMTP worker processes (``mta.processes``) each group commit then waited for a sleep to
+        end rather than for the other commit, and two processes delivered no more than one. An
+        exclusive ``flock`` on a file beside the database, taken in this writer thread before
+        ``BEGIN IMMEDIATE``, makes the waits a queue that wakes as soon as the holder commits.
+        SQLite's own lock stays what guarantees correctness; the ``flock`` only orders the
+        hot-path writers (the async ``write()`` sessions still rely on the busy handler).
+        """
+        if self._lock_fd is None:
+            path = make_url(self.url).database
+            if not path or path == ":memory:" or path.startswith("file:"):
+                self._lock_fd = -1
+            else:
+                self._lock_fd = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if self._lock_fd < 0:
+            yield
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def read(self) -> AsyncSession:
         """A session for queries; its transaction is rolled back when the block ends."""
@@ -182,6 +215,9 @@ class Database:
         if self._read_engine is not None:
             self._read_engine.dispose()
             self._read_engine = None
+        if self._lock_fd is not None and self._lock_fd >= 0:
+            os.close(self._lock_fd)
+        self._lock_fd = None
 
 
 class _WriteSession:

@@ -4,7 +4,9 @@ Writers call :meth:`ChangeBus.notify_in_transaction` inside their write transact
 PostgreSQL this is ``pg_notify``, delivered to every node when the transaction commits, never
 before) and :meth:`ChangeBus.publish` after the commit (this process's watchers). On PostgreSQL
 :meth:`ChangeBus.start` opens one ``LISTEN`` connection per process that re-publishes other nodes'
-changes locally. On SQLite (a single node) the local publish is enough. A watcher that receives a
+changes locally. On SQLite (a single node) the local publish is enough, except for the SMTP
+worker processes of ``mta.processes`` (``missive.mta.workers``): each sets :attr:`ChangeBus.relay`
+to pass its publishes to the main process, which publishes them there. A watcher that receives a
 wake-up re-reads the mailbox state; wake-ups carry no data, so duplicates are harmless.
 """
 
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +31,8 @@ class ChangeBus:
         self._watchers: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._listener: object | None = None
         self._pg = False
+        #: Called with every published mailbox id (set by SMTP worker processes).
+        self.relay: Callable[[int], None] | None = None
 
     @contextlib.asynccontextmanager
     async def watch(self, mailbox_id: int) -> AsyncIterator[asyncio.Event]:
@@ -45,6 +49,8 @@ class ChangeBus:
     def publish(self, mailbox_id: int) -> None:
         for event in list(self._watchers.get(mailbox_id, ())):
             event.set()
+        if self.relay is not None:
+            self.relay(mailbox_id)
 
     async def notify_in_transaction(self, session: AsyncSession, mailbox_ids: set[int]) -> None:
         if session.bind is not None and session.bind.dialect.name == "postgresql":

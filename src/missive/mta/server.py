@@ -16,6 +16,10 @@ submission_tls implicit     optional (EXTERNAL) :class:`~.handlers_submission.Su
 mx             STARTTLS     optional, checked   :class:`~.handlers_mx.MxHandler`
 ============== ============ =================== =========================================
 
+With ``mta.processes`` = N > 1, this process binds the listeners but does not accept on them:
+N worker processes (:mod:`missive.mta.workers`) each run this same front on the inherited
+sockets, so that SMTP uses more than one core.
+
 The MX listener trusts, besides our CA and ``certs.extra_ca_files``, the CA certificates of
 the trust space; they are reloaded every ``mta.trust_refresh_seconds`` (a domain added with
 ``missive admin trust add`` is accepted without a restart).
@@ -29,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from missive.certs.tls import ServerTLS, load_trust
 from missive.directory.trust import trusted_ca_pems
@@ -43,6 +48,7 @@ from missive.mta.limits import Limits
 from missive.mta.protocol import MissiveSMTP
 
 if TYPE_CHECKING:
+    from missive.mta.workers import WorkerPool
     from missive.runtime import Core
 
 log = logging.getLogger(__name__)
@@ -74,12 +80,16 @@ class SmtpFront:
     """The running SMTP front: its ports and how to stop it."""
 
     ctx: FrontContext
-    servers: dict[str, asyncio.AbstractServer]
+    servers: dict[str, asyncio.Server]
     ports: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     handlers: list[BaseHandler] = field(default_factory=list)
+    #: The worker processes that serve the listeners (``mta.processes`` > 1), or None.
+    pool: WorkerPool | None = None
 
     async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
         pending = [t for h in self.handlers for t in h.background_tasks()]
         if pending:
             await asyncio.wait(pending, timeout=10)
@@ -155,16 +165,48 @@ def _protocol(handler: BaseHandler, ctx: FrontContext, listener: str, tls: Serve
 SWITCH_INTERVAL = 0.0005
 
 
-async def start(core: Core) -> SmtpFront:
-    """Start the three listeners; see the module docstring."""
+async def start(core: Core, *,
+                inherited: dict[str, list[socket.socket]] | None = None) -> SmtpFront:
+    """Start the three listeners; see the module docstring.
+
+    With ``mta.processes`` > 1 this process only binds the listening sockets and hands them to
+    that many worker processes (:mod:`missive.mta.workers`), which serve them; ``inherited``
+    is how a worker gets them back (sockets by listener name).
+    """
     _install_log_filter()
+    settings = core.settings
+    mta = settings.mta
+    workers = mta.processes if inherited is None else 1
+    loop = asyncio.get_running_loop()
+    if workers > 1:
+        # The SMTP CPU (TLS, MIME, sealing) goes to the workers; this process's loop stays
+        # free for the other fronts and never accepts an SMTP connection.
+        servers: dict[str, asyncio.Server] = {}
+        front = SmtpFront(ctx=FrontContext(core=core, limits=Limits.from_settings(mta),
+                                           crls=[]), servers=servers)
+        try:
+            for name, port in (("submission", mta.submission_port),
+                               ("submission_tls", mta.submission_tls_port),
+                               ("mx", mta.mx_port)):
+                servers[name] = await loop.create_server(
+                    asyncio.Protocol, host=mta.bind, port=port, start_serving=False)
+                front.ports[PORT_NAMES[name]] = servers[name].sockets[0].getsockname()[1]
+            from missive.mta.workers import WorkerPool
+
+            front.pool = WorkerPool(core, {name: [sock.fileno() for sock in server.sockets]
+                                           for name, server in servers.items()}, workers)
+            await front.pool.start()
+        except BaseException:
+            await front.stop()
+            raise
+        log.info("smtp: listening in %d worker processes", workers,
+                 extra={k: v for k, v in front.ports.items()})
+        return front
     # The store's group-commit writer runs its SQLite transaction in a worker thread while this
     # loop does TLS and MIME parsing; with the default 5 ms switch interval each statement of
     # the writer waits for the GIL behind the loop (a convoy), and commits take ~3x longer
     # (measured with bench/smtp.py). A shorter interval keeps the writer moving.
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-    settings = core.settings
-    mta = settings.mta
     limits = Limits.from_settings(mta)
     ctx = FrontContext(core=core, limits=limits, crls=load_trust(settings).crls)
     submission_tls = ServerTLS(settings, client_auth="optional")
@@ -173,8 +215,7 @@ async def start(core: Core) -> SmtpFront:
     ctx.tls = {"submission": submission_tls, "mx": mx_tls}
     submission = SubmissionHandler(ctx)
     mx = MxHandler(ctx)
-    loop = asyncio.get_running_loop()
-    servers: dict[str, asyncio.AbstractServer] = {}
+    servers = {}
     front = SmtpFront(ctx=ctx, servers=servers, handlers=[submission, mx])
     plan = [
         ("submission", mta.submission_port, submission, submission_tls, False, True),
@@ -187,13 +228,18 @@ async def start(core: Core) -> SmtpFront:
                         implicit: bool = implicit, auth: bool = auth) -> MissiveSMTP:
                 return _factory(handler, ctx, name, tls, implicit=implicit, auth=auth)
 
-            server = await loop.create_server(
-                factory, host=mta.bind, port=port,
-                ssl=tls.context if implicit else None,
-                ssl_handshake_timeout=30 if implicit else None,
-            )
-            servers[name] = server
-            front.ports[PORT_NAMES[name]] = server.sockets[0].getsockname()[1]
+            tls_args: dict[str, Any] = {
+                "ssl": tls.context if implicit else None,
+                "ssl_handshake_timeout": 30 if implicit else None}
+            socks = inherited.get(name, []) if inherited is not None else []
+            for i, sock in enumerate(socks):
+                servers[name if i == 0 else f"{name}.{i}"] = await loop.create_server(
+                    factory, sock=sock, **tls_args)
+            if inherited is None:
+                servers[name] = await loop.create_server(factory, host=mta.bind, port=port,
+                                                         **tls_args)
+            if name in servers:
+                front.ports[PORT_NAMES[name]] = servers[name].sockets[0].getsockname()[1]
     except BaseException:
         await front.stop()
         raise
