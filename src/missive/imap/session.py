@@ -85,6 +85,8 @@ SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
+#: Messages whose kept ENVELOPE/BODYSTRUCTURE (``content.derived``) are read at once.
+_DERIVED_BATCH = 1000
 #: Untagged FETCH responses are buffered up to this size before being written.
 _FLUSH_BYTES = 256 * 1024
 READ_AHEAD = 64
@@ -930,14 +932,17 @@ class Session:
         pending = 0
         derivable = need_raw and all(_meta_key(a) is not None for a in cmd.attrs
                                      if a.name in _CONTENT_ITEMS or a.name == "BODY")
+        meta_keys = _raw_keys(cmd)
         for start in range(0, len(targets), _FETCH_BATCH):
             batch = targets[start:start + _FETCH_BATCH]
-            if derivable:
+            if derivable and start % _DERIVED_BATCH == 0:
                 # ENVELOPE/BODYSTRUCTURE computed by an earlier session, kept sealed by the
                 # store: served without decrypting and parsing the messages again.
-                await self._load_derived(view, [u for _, u in batch
-                                                if self._needs_raw(cmd, view, u)])
-            wanted = [u for _, u in batch if self._needs_raw(cmd, view, u)] if need_raw else []
+                await self._load_derived(view, [
+                    u for _, u in targets[start:start + _DERIVED_BATCH]
+                    if self._needs_raw(meta_keys, view, u)])
+            wanted = [u for _, u in batch
+                      if self._needs_raw(meta_keys, view, u)] if need_raw else []
             raws = await self._bodies(view, wanted) if wanted else {}
             lines: list[bytes] = []
             for seq, uid in batch:
@@ -1009,16 +1014,26 @@ class Session:
 
     async def _load_derived(self, view: SelectedView, uids: list[int]) -> None:
         """Put the items the store kept for these messages (``MailboxSession.derived_items``)
-        into the mailbox's shared cache."""
+        into the mailbox's shared cache: in one read of a UID range when they fill most of
+        it (``FETCH 1:* (ENVELOPE)``), else by content id."""
         infos = [view.infos[u] for u in uids if u in view.infos]
         if not infos:
             return
-        kept = await self._mbox().derived_items([i.content_id for i in infos])
+        mbox = self._mbox()
+        first, last = infos[0].uid, infos[-1].uid
+        span = bisect.bisect_right(view.uids, last) - bisect.bisect_left(view.uids, first)
+        if span <= 2 * len(infos):
+            kept = await mbox.derived_range(view.folder_id, first, last)
+        else:
+            kept = await mbox.derived_items([i.content_id for i in infos])
         shared = self._cached()
+        validity = view.uidvalidity
         for info in infos:
-            for key, item in kept.get(info.content_id, {}).items():
-                if key in _META_KEYS:
-                    shared.keep_meta((view.uidvalidity, info.uid, key), item)
+            items = kept.get(info.content_id)
+            if items:
+                for key, item in items.items():
+                    if key in _META_KEYS:
+                        shared.keep_meta((validity, info.uid, key), item)
 
     def _keep_derived(self, view: SelectedView, info: MessageInfo) -> None:
         """Hand every cacheable item known for this message to the store to keep sealed."""
@@ -1076,15 +1091,15 @@ class Session:
             self._keep_derived(view, info)
         return items
 
-    def _needs_raw(self, cmd: p.Fetch, view: SelectedView, uid: int) -> bool:
-        """Whether answering ``cmd`` for ``uid`` needs the message itself: ENVELOPE and
-        BODYSTRUCTURE already computed in this session are served without decrypting."""
-        for a in cmd.attrs:
-            if a.name in _CONTENT_ITEMS or a.name == "BODY":
-                key = _meta_key(a)
-                if key is None or (view.uidvalidity, uid, key) not in self._cached().meta:
-                    return True
-        return False
+    def _needs_raw(self, keys: tuple[str, ...] | None, view: SelectedView, uid: int) -> bool:
+        """Whether answering a FETCH whose content items are ``keys`` (:func:`_raw_keys`) needs
+        message ``uid`` itself: ENVELOPE and BODYSTRUCTURE already computed are served without
+        decrypting."""
+        if keys is None:
+            return True
+        meta = self._cached().meta
+        validity = view.uidvalidity
+        return any((validity, uid, key) not in meta for key in keys)
 
     def _audit_read(self, uidvalidity: int, uids: Sequence[int]) -> None:
         """Note content reads; they are written within :data:`AUDIT_DELAY` seconds, one entry
@@ -1142,6 +1157,19 @@ def _flags_item(flags: frozenset[str]) -> bytes:
 
 #: The keys :func:`_meta_key` gives.
 _META_KEYS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+
+
+def _raw_keys(cmd: p.Fetch) -> tuple[str, ...] | None:
+    """The cacheable items (:func:`_meta_key`) among ``cmd``'s items that need the message;
+    None when one of them is not cacheable (the message is always needed)."""
+    keys: list[str] = []
+    for a in cmd.attrs:
+        if a.name in _CONTENT_ITEMS or a.name == "BODY":
+            key = _meta_key(a)
+            if key is None:
+                return None
+            keys.append(key)
+    return tuple(keys)
 
 
 def _meta_key(a: p.FetchAttr) -> str | None:

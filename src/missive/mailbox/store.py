@@ -38,7 +38,6 @@ from sqlalchemy import (
     Connection,
     Select,
     Table,
-    Update,
     bindparam,
     delete,
     exists,
@@ -179,9 +178,55 @@ _CONVERSATION_CLOSED = select(exists().where(_CONVERSATION.c.thread_hash == bind
                                              _CONVERSATION.c.closed_at.is_not(None)))
 _DERIVED_ROWS = select(_CONTENT.c.id, _CONTENT.c.derived).where(
     _CONTENT.c.mailbox_id == bindparam("mid"), _CONTENT.c.id.in_(bindparam("ids", expanding=True)))
+_DERIVED_RANGE = (select(_CONTENT.c.id, _CONTENT.c.derived)
+                  .join_from(_MESSAGE, _CONTENT, _CONTENT.c.id == _MESSAGE.c.content_id)
+                  .where(_MESSAGE.c.folder_id == bindparam("fid"),
+                         _MESSAGE.c.uid.between(bindparam("lo"), bindparam("hi")),
+                         _CONTENT.c.mailbox_id == bindparam("mid")))
+_BODY_ROWS = (select(_MESSAGE.c.uid, _CONTENT.c.id, _CONTENT.c.suite, _CONTENT.c.sealed_key,
+                     _CONTENT.c.key_cache, _CONTENT.c.body)
+              .join_from(_MESSAGE, _CONTENT, _CONTENT.c.id == _MESSAGE.c.content_id)
+              .where(_MESSAGE.c.folder_id == bindparam("fid"),
+                     _MESSAGE.c.uid.in_(bindparam("uids", expanding=True)),
+                     _CONTENT.c.mailbox_id == bindparam("mid")))
+# The key cache and the derived items are written back by the store's background task (see
+# MailboxStore._write_key_cache): one statement per shape, so that a content whose key and
+# items were both computed is rewritten once (a row rewrite copies the sealed body too).
 _DERIVED_UPDATE = (update(_CONTENT).where(_CONTENT.c.id == bindparam("b_id"),
                                           _CONTENT.c.mailbox_id == bindparam("b_mailbox"))
                    .values(derived=bindparam("b_derived")))
+_KEY_CACHE_UPDATE = (update(_CONTENT).where(_CONTENT.c.id == bindparam("b_id"),
+                                            _CONTENT.c.mailbox_id == bindparam("b_mailbox"))
+                     .values(key_cache=bindparam("b_cache")))
+_BOTH_UPDATE = (update(_CONTENT).where(_CONTENT.c.id == bindparam("b_id"),
+                                       _CONTENT.c.mailbox_id == bindparam("b_mailbox"))
+                .values(key_cache=bindparam("b_cache"), derived=bindparam("b_derived")))
+
+# The same reads and writes as plain SQL for the sqlite3 driver, on the cursor of the session's
+# own transaction (as missive.mailbox.views does): SQLAlchemy's per-statement work (expanding
+# IN lists, execution context, result rows) cost more than SQLite's on these hot paths. Table
+# and column names of missive.mailbox.models; the tests compare both paths' answers.
+_SQL_FOLDER_ID = "SELECT id FROM folder WHERE mailbox_id = ? AND name = ?"
+_SQL_BODY_ROWS = ("SELECT m.uid, c.id, c.suite, c.sealed_key, c.key_cache, c.body "
+                  "FROM message m JOIN content c ON c.id = m.content_id "
+                  "WHERE m.folder_id = ? AND c.mailbox_id = ? AND m.uid IN (%s)")
+_SQL_DERIVED_ROWS = "SELECT id, derived FROM content WHERE mailbox_id = ? AND id IN (%s)"
+_SQL_DERIVED_RANGE = ("SELECT c.id, c.derived FROM message m JOIN content c "
+                      "ON c.id = m.content_id WHERE m.folder_id = ? AND m.uid BETWEEN ? AND ? "
+                      "AND c.mailbox_id = ?")
+_SQL_KEY_CACHE_UPDATE = "UPDATE content SET key_cache = ? WHERE id = ? AND mailbox_id = ?"
+_SQL_DERIVED_UPDATE = "UPDATE content SET derived = ? WHERE id = ? AND mailbox_id = ?"
+_SQL_BOTH_UPDATE = ("UPDATE content SET key_cache = ?, derived = ? "
+                    "WHERE id = ? AND mailbox_id = ?")
+
+
+def _driver_cursor(s: Session) -> Any:
+    """A cursor of the sqlite3 connection under ``s``, inside ``s``'s transaction."""
+    return s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 _FOLDER_ID = select(_FOLDER.c.id).where(_FOLDER.c.mailbox_id == bindparam("mid"),
                                          _FOLDER.c.name == bindparam("name"))
 _EXISTS_BELOW = select(exists().where(_MESSAGE.c.folder_id == bindparam("fid"),
@@ -228,6 +273,37 @@ def _info(m: Message) -> MessageInfo:
 
 def _folder_info(f: Folder) -> FolderInfo:
     return FolderInfo(f.id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.subscribed)
+
+
+def _write_cache_rows(s: Session, rows: Sequence[tuple[int, int, bytes | None, bytes | None]]
+                      ) -> None:
+    """Write key-cache and derived entries: one UPDATE per content row (when both were
+    computed, both columns in the same statement: every rewrite of a row copies its sealed
+    body), as one executemany per statement shape (Core, not the ORM's bulk update)."""
+    conn = s.connection()
+    both = [{"b_id": c, "b_mailbox": m, "b_cache": k, "b_derived": d}
+            for c, m, k, d in rows if k is not None and d is not None]
+    keys = [{"b_id": c, "b_mailbox": m, "b_cache": k} for c, m, k, d in rows
+            if k is not None and d is None]
+    derived = [{"b_id": c, "b_mailbox": m, "b_derived": d} for c, m, k, d in rows
+               if k is None and d is not None]
+    for stmt, params in ((_BOTH_UPDATE, both), (_KEY_CACHE_UPDATE, keys),
+                         (_DERIVED_UPDATE, derived)):
+        if params:
+            conn.execute(stmt, params)
+
+
+def _write_cache_rows_sqlite(s: Session, rows: Sequence[tuple[int, int, bytes | None,
+                                                                bytes | None]]) -> None:
+    """:func:`_write_cache_rows` on the sqlite3 cursor of the writer's transaction."""
+    cur = _driver_cursor(s)
+    both = [(k, d, c, m) for c, m, k, d in rows if k is not None and d is not None]
+    keys = [(k, c, m) for c, m, k, d in rows if k is not None and d is None]
+    derived = [(d, c, m) for c, m, k, d in rows if k is None and d is not None]
+    for sql, params in ((_SQL_BOTH_UPDATE, both), (_SQL_KEY_CACHE_UPDATE, keys),
+                        (_SQL_DERIVED_UPDATE, derived)):
+        if params:
+            cur.executemany(sql, params)
 
 
 class MailboxStore:
@@ -457,10 +533,6 @@ class MailboxStore:
 
     # --- the key cache (see ``crypto``) ----------------------------------------------------------
     _CACHE_BATCH = 1000
-    _CACHE_UPDATE = (update(Content)
-                     .where(Content.id == bindparam("b_id"),
-                            Content.mailbox_id == bindparam("b_mailbox"))
-                     .values(key_cache=bindparam("b_cache")))
 
     def cache_keys_later(self, box: MailboxSession) -> None:
         """Write ``box``'s newly opened data keys to the key cache, in the background.
@@ -476,26 +548,19 @@ class MailboxStore:
         while self._cache_dirty:
             boxes = list(self._cache_dirty)
             self._cache_dirty.clear()
-            rows: list[tuple[Update, dict[str, object]]] = []
+            # (content id, mailbox id, wrapped data key or None, sealed derived items or None)
+            rows: list[tuple[int, int, bytes | None, bytes | None]] = []
             for box in boxes:
                 keys, derived = box.take_cache_writes()
-                rows += [(self._CACHE_UPDATE, {"b_id": cid, "b_mailbox": box.mailbox_id,
-                                               "b_cache": blob}) for cid, blob in keys.items()]
-                rows += [(_DERIVED_UPDATE, {"b_id": cid, "b_mailbox": box.mailbox_id,
-                                            "b_derived": blob}) for cid, blob in derived.items()]
+                rows += [(cid, box.mailbox_id, blob, derived.get(cid))
+                         for cid, blob in keys.items()]
+                rows += [(cid, box.mailbox_id, None, blob) for cid, blob in derived.items()
+                         if cid not in keys]
             for start in range(0, len(rows), self._CACHE_BATCH):
                 batch = rows[start:start + self._CACHE_BATCH]
-
-                def _write(s: Session, batch: list[tuple[Update, dict[str, object]]] = batch
-                           ) -> None:
-                    # Core executemany per statement (not the ORM's bulk update by key).
-                    for stmt in (self._CACHE_UPDATE, _DERIVED_UPDATE):
-                        params = [p for st, p in batch if st is stmt]
-                        if params:
-                            s.connection().execute(stmt, params)
-
+                write = _write_cache_rows_sqlite if self.db.is_sqlite else _write_cache_rows
                 try:
-                    await self.db.run_write(_write)
+                    await self.db.run_write(functools.partial(write, rows=batch))
                 except Exception as exc:  # noqa: BLE001 - a cache: never fail a reader for it
                     log.warning("key cache not written: %s", type(exc).__name__)
                     return
@@ -783,32 +848,70 @@ class MailboxSession:
         """What a reading front computed earlier from these messages (see :meth:`keep_derived`),
         by content id; contents without any, or whose entry does not open, are left out."""
         ids = list(content_ids)
+        mid = self.mailbox_id
+
+        def read_sqlite(s: Session) -> dict[int, dict[str, bytes]]:
+            out: dict[int, dict[str, bytes]] = {}
+            cur = _driver_cursor(s)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                self._open_derived_rows(cur.execute(_SQL_DERIVED_ROWS % _marks(len(chunk)),
+                                                    (mid, *chunk)).fetchall(), out)
+            return out
 
         def read(s: Session) -> dict[int, dict[str, bytes]]:
             out: dict[int, dict[str, bytes]] = {}
             conn = s.connection()
             for start in range(0, len(ids), 500):
-                for cid, blob in conn.execute(_DERIVED_ROWS, {
-                        "mid": self.mailbox_id, "ids": ids[start:start + 500]}):
-                    if blob is None:
-                        continue
-                    try:
-                        data = json.loads(crypto.open_derived(self._cache_key, self.mailbox_id,
-                                                              cid, blob))
-                        out[cid] = {str(k): str(v).encode("latin-1") for k, v in data.items()}
-                    except (crypto.CryptoError, ValueError, AttributeError):
-                        continue  # altered or foreign: recomputed from the message
+                self._open_derived_rows(conn.execute(_DERIVED_ROWS, {
+                    "mid": mid, "ids": ids[start:start + 500]}), out)
             return out
 
-        return await self.db.run_read(read) if ids else {}
+        if not ids:
+            return {}
+        return await self.db.run_read(read_sqlite if self.db.is_sqlite else read)
+
+    async def derived_range(self, folder_id: int, first: int, last: int
+                            ) -> dict[int, dict[str, bytes]]:
+        """:meth:`derived_items` of the messages of folder ``folder_id`` (an id this session
+        resolved) with ``first <= uid <= last``, by content id, in one read: a client that
+        fetches ``1:* (ENVELOPE)`` asks for a whole range, which an index range scan answers
+        without a list of ids."""
+        mid = self.mailbox_id
+
+        def read_sqlite(s: Session) -> dict[int, dict[str, bytes]]:
+            out: dict[int, dict[str, bytes]] = {}
+            self._open_derived_rows(_driver_cursor(s).execute(
+                _SQL_DERIVED_RANGE, (folder_id, first, last, mid)).fetchall(), out)
+            return out
+
+        def read(s: Session) -> dict[int, dict[str, bytes]]:
+            out: dict[int, dict[str, bytes]] = {}
+            self._open_derived_rows(s.connection().execute(_DERIVED_RANGE, {
+                "fid": folder_id, "lo": first, "hi": last, "mid": mid}), out)
+            return out
+
+        return await self.db.run_read(read_sqlite if self.db.is_sqlite else read)
+
+    def _open_derived_rows(self, rows: Iterable[Sequence[Any]],
+                           out: dict[int, dict[str, bytes]]) -> None:
+        """Open ``(content id, sealed derived items)`` rows into ``out``; entries that are
+        missing, altered or foreign are left out (the front computes them again)."""
+        cache_key, mid = self._cache_key, self.mailbox_id
+        for cid, blob in rows:
+            if blob is None:
+                continue
+            try:
+                out[cid] = _derived_decode(crypto.open_derived(cache_key, mid, cid, blob))
+            except (crypto.CryptoError, ValueError, AttributeError, TypeError):
+                continue  # altered or foreign: recomputed from the message
 
     def keep_derived(self, content_id: int, items: Mapping[str, bytes]) -> None:
         """Keep ``items`` computed from a message (all that are known for it: the entry is
         replaced), sealed under the mailbox's cache key; written in the background, like the
         key cache (a lost write only means computing them again)."""
-        data = json.dumps({k: v.decode("latin-1") for k, v in items.items()}).encode()
         self._to_derive[content_id] = crypto.seal_derived(self._cache_key, self.mailbox_id,
-                                                          content_id, data)
+                                                          content_id, _derived_encode(items))
         self.store.cache_keys_later(self)
 
     def _remember(self, cid: int, key: bytes) -> None:
@@ -913,27 +1016,48 @@ class MailboxSession:
         return got[uid]
 
     async def fetch_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
-        """Decrypted raw messages (RFC 5322 bytes), by UID."""
+        """Decrypted raw messages (RFC 5322 bytes), by UID.
+
+        The hot read of the IMAP front (bodies, read-ahead, SEARCH on text): per batch one
+        read of the folder's id and one of the messages joined to their sealed contents,
+        prepared Core statements, on SQLite plain SQL on the ``sqlite3`` cursor."""
         out: dict[int, bytes] = {}
         wanted = list(uids)
+        folder = "INBOX" if name.upper() == "INBOX" else name
+        mid = self.mailbox_id
         # Batches of 200 in separate reads: a large FETCH does not hold the loop for long.
         for start in range(0, len(wanted), 200):
             batch = wanted[start:start + 200]
 
+            def read_sqlite(s: Session, batch: list[int] = batch) -> None:
+                cur = _driver_cursor(s)
+                got = cur.execute(_SQL_FOLDER_ID, (mid, folder)).fetchone()
+                if got is None:
+                    raise NotFound(f"no folder named {name!r}")
+                self._open_bodies(cur.execute(_SQL_BODY_ROWS % _marks(len(batch)),
+                                              (got[0], mid, *batch)).fetchall(), out)
+
             def read(s: Session, batch: list[int] = batch) -> None:
-                f = self._folder_sync(s, name)
-                rows = s.execute(select(Message.uid, Content.id, Content.body).join(
-                    Content, Content.id == Message.content_id).where(
-                    Message.folder_id == f.id, Message.uid.in_(batch))).all()
-                keys = self._data_keys(s, [r[1] for r in rows])
-                for uid, cid, body in rows:
-                    out[uid] = crypto.decrypt(keys[cid], body, BODY)
+                conn = s.connection()
+                fid = self._folder_id(conn, name)
+                self._open_bodies(conn.execute(_BODY_ROWS, {"fid": fid, "mid": mid,
+                                                            "uids": batch}).all(), out)
 
             try:
-                await self.db.run_read(read)
+                await self.db.run_read(read_sqlite if self.db.is_sqlite else read)
             finally:
                 self._cache_later()
         return out
+
+    def _open_bodies(self, rows: Iterable[Sequence[Any]], out: dict[int, bytes]) -> None:
+        """Decrypt ``(uid, content id, suite, sealed key, cached key, sealed body)`` rows into
+        ``out`` by UID."""
+        keys = self._keys
+        for uid, cid, suite, sealed, cached, body in rows:
+            key = keys.get(cid)
+            if key is None:
+                key = self._open_key(cid, suite, sealed, cached)
+            out[uid] = crypto.decrypt(key, body, BODY)
 
     # --- the outbound relay queue (system relay mailbox only) ---------------------------------
     def open_relay_item(self, row: RelayQueue) -> tuple[dict[str, object], bytes]:
@@ -1137,6 +1261,18 @@ class MailboxSession:
                 if raw is not None and needle in _searchable_text(raw):
                     found.append(uid)
         return found
+
+
+def _derived_encode(items: Mapping[str, bytes]) -> bytes:
+    """The plain text of a ``content.derived`` entry: a JSON object of item name → item,
+    octets as latin-1 code points (any octet string round-trips)."""
+    return json.dumps({k: v.decode("latin-1") for k, v in items.items()}).encode()
+
+
+def _derived_decode(data: bytes) -> dict[str, bytes]:
+    """The items of a ``content.derived`` entry (see :func:`_derived_encode`); ValueError,
+    AttributeError or TypeError when it is not such an object."""
+    return {str(k): v.encode("latin-1") for k, v in json.loads(data).items()}
 
 
 def _searchable_text(raw: bytes) -> str:
