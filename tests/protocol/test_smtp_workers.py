@@ -4,21 +4,27 @@ The test process is the main process: it binds the listeners and starts two work
 serve every connection. Checked: the workers deliver (also on PostgreSQL) while the main process
 does not run its event loop; their wake-ups reach the main process's watchers on
 SQLite; they never see the master key (C2); a worker that dies is replaced; a main process
-killed with SIGKILL leaves no worker behind.
+killed with SIGKILL leaves no worker behind; the limits (lockout, connections per address) count
+for the node, whichever worker a connection lands on (which one does is read from ``/proc``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import os
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from smtp_harness import message, send, smtp_env, stop_env
+from smtp_harness import PASSWORD, message, send, smtp_env, stop_env
 
 from missive.mta.workers import settings_for_worker, settings_from_worker_line
 
@@ -224,3 +230,142 @@ async def test_workers_leave_with_a_killed_main_process(tmp_path: Path) -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not any(_alive(p) for p in pids), "a worker outlived its main process"
+
+
+def _serving_pid(client: socket.socket, pids: list[int]) -> int:
+    """The worker holding the server side of ``client``'s connection (from ``/proc``)."""
+    port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port:  # remote end = the client's port
+            inodes.add(fields[9])
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return pid
+    raise AssertionError(f"no worker serves the connection from port {port}")
+
+
+def plain(login: str, password: str) -> str:
+    return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+
+
+def _on_each_worker(env: Any, pids: list[int]
+                    ) -> tuple[list[smtplib.SMTP], dict[int, smtplib.SMTP]]:
+    """Connect until each worker serves one connection; returns (all, one per worker)."""
+    opened: list[smtplib.SMTP] = []
+    per_worker: dict[int, smtplib.SMTP] = {}
+    for _ in range(60):
+        client = env.smtp()
+        opened.append(client)
+        assert client.sock is not None
+        pid = _serving_pid(client.sock, pids)
+        per_worker.setdefault(pid, client)
+        if len(per_worker) == len(pids):
+            return opened, per_worker
+    raise AssertionError("60 connections, all to the same worker")
+
+
+async def test_the_lockout_counts_failures_of_every_worker(tmp_path: Path) -> None:
+    env = await smtp_env(tmp_path, processes=2, auth_lockout_threshold=2)
+    try:
+        assert env.front.pool is not None
+        pids = env.front.pool.pids
+
+        def scenario() -> list[tuple[int, bytes]]:
+            opened, per_worker = _on_each_worker(env, pids)
+            try:
+                # One failure in each worker: two for the node, the threshold. (One AUTH
+                # command each: smtplib's login() would try PLAIN, then LOGIN.)
+                for client in per_worker.values():
+                    code, _ = client.docmd("AUTH", plain(env.pro, "wrong password"))
+                    assert code == 535
+                time.sleep(0.5)  # the events cross the main process
+                return [client.docmd("AUTH", plain(env.pro, PASSWORD))
+                        for client in per_worker.values()]
+            finally:
+                for client in opened:
+                    with contextlib.suppress(Exception):
+                        client.close()
+
+        replies = await asyncio.to_thread(scenario)
+        assert replies == [(454, b"4.7.0 Too many authentication failures, try again later")] * 2
+    finally:
+        await stop_env(env)
+
+
+async def test_connections_per_address_count_for_the_node(tmp_path: Path) -> None:
+    env = await smtp_env(tmp_path, processes=2, max_connections_per_address=3)
+    try:
+        assert env.front.pool is not None
+        pool = env.front.pool
+
+        def scenario() -> tuple[list[str], list[int]]:
+            held: list[socket.socket] = []
+            try:
+                for _ in range(3):
+                    sock = socket.create_connection(("127.0.0.1", env.ports["smtp_submission"]))
+                    held.append(sock)
+                    assert sock.recv(512).startswith(b"220")
+                time.sleep(0.5)
+                greetings = []
+                for _ in range(4):  # whichever worker takes them: the node has 3 already
+                    with socket.create_connection(
+                            ("127.0.0.1", env.ports["smtp_submission"])) as extra:
+                        greetings.append(extra.recv(512).decode().strip())
+                owners = [_serving_pid(sock, pool.pids) for sock in held]
+                return greetings, owners
+            finally:
+                for sock in held:
+                    sock.close()
+
+        greetings, owners = await asyncio.to_thread(scenario)
+        assert greetings == ["421 4.7.0 Too many connections from your address, try later"] * 4
+        # Closed connections are released in every worker.
+        await asyncio.sleep(0.5)
+
+        def greet() -> str:
+            with socket.create_connection(("127.0.0.1", env.ports["smtp_submission"])) as s:
+                return s.recv(512).decode()
+
+        greetings = [await asyncio.to_thread(greet) for _ in range(4)]
+        assert all(g.startswith("220") for g in greetings), greetings
+        assert owners  # (which workers held them does not matter)
+    finally:
+        await stop_env(env)
+
+
+async def test_a_dead_workers_connections_are_released(tmp_path: Path) -> None:
+    env = await smtp_env(tmp_path, processes=2, max_connections_per_address=2)
+    try:
+        assert env.front.pool is not None
+        pool = env.front.pool
+        held = []
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", env.ports["smtp_submission"]))
+            assert (await asyncio.to_thread(sock.recv, 512)).startswith(b"220")
+            held.append(sock)
+        owners = {_serving_pid(sock, pool.pids) for sock in held}
+        for pid in owners:
+            os.kill(pid, signal.SIGKILL)
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                len(pool.pids) == 2 and all(w.ready.is_set() for w in pool.workers)
+                and not owners & set(pool.pids)):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+
+        def greet() -> str:
+            with socket.create_connection(("127.0.0.1", env.ports["smtp_submission"])) as s:
+                return s.recv(512).decode()
+
+        # Neither the surviving nor the new worker still counts the dead one's connections.
+        greetings = [await asyncio.to_thread(greet) for _ in range(6)]
+        assert all(g.startswith("220") for g in greetings), greetings
+    finally:
+        await stop_env(env)

@@ -8,6 +8,11 @@ Implementation notes:
   nodes gets N times the attempts before a lockout. That is the accepted trade-off (the limits
   exist to slow abuse, not to meter it exactly); a shared counter would put a database write on
   every connection. Documented in ``docs/smtp.md``.
+- The SMTP worker processes of one node (``mta.processes``, :mod:`missive.mta.workers`) count
+  together: every change a worker makes (tokens taken, a failed or successful login, a
+  connection opened or closed) is also handed to :attr:`Limits.share` as a small event, which
+  the main process passes to the other workers, who apply it with :meth:`Limits.apply` (without
+  passing it on). Each worker thus holds the node's counts, a pipe's latency behind.
 - **Lockout cannot lock a victim out forever.** Failures are counted per ``(login, client
   address)``: an attacker guessing a professional's password from elsewhere locks only the
   pair (its own address, that login), never the professional's own address. The lock lasts
@@ -55,11 +60,10 @@ class TokenBucket:
         self.burst = max(1.0, burst)
         self.clock = clock
         self._buckets: _Bounded = _Bounded(max_keys)
+        #: Told of every successful take (see :attr:`Limits.share`).
+        self.observer: Callable[[str, float], None] | None = None
 
-    def take(self, key: str, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens for ``key``; False (nothing taken) when there are not enough."""
-        if self.rate <= 0:
-            return True
+    def _refill(self, key: str) -> _Bucket:
         now = self.clock()
         bucket = self._buckets.get(key)
         if not isinstance(bucket, _Bucket):
@@ -68,10 +72,25 @@ class TokenBucket:
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
         bucket.stamp = now
         self._buckets.touch(key)
+        return bucket
+
+    def take(self, key: str, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens for ``key``; False (nothing taken) when there are not enough."""
+        if self.rate <= 0:
+            return True
+        bucket = self._refill(key)
         if bucket.tokens < cost:
             return False
         bucket.tokens -= cost
+        if self.observer is not None:
+            self.observer(key, cost)
         return True
+
+    def taken_elsewhere(self, key: str, cost: float) -> None:
+        """Tokens another process of the node took: spent here too (down to empty)."""
+        if self.rate > 0:
+            bucket = self._refill(key)
+            bucket.tokens = max(0.0, bucket.tokens - cost)
 
 
 @dataclass
@@ -97,6 +116,8 @@ class AuthLockout:
         self.clock = clock
         self._pairs: _Bounded = _Bounded(max_keys)
         self._addresses: _Bounded = _Bounded(max_keys)
+        #: Told of every failure and success, ``(outcome, login, address)``.
+        self.observer: Callable[[str, str, str], None] | None = None
 
     @staticmethod
     def _pair(login: str, address: str) -> str:
@@ -130,13 +151,17 @@ class AuthLockout:
             entry.count = 0
             entry.locked_until = now + min(self.max, self.base * 2 ** (entry.locks - 1))
 
-    def failure(self, login: str, address: str) -> None:
+    def failure(self, login: str, address: str, *, shared: bool = True) -> None:
         self._lock(self._get(self._pairs, self._pair(login, address)), self.threshold)
         self._lock(self._get(self._addresses, address), self.address_threshold)
+        if shared and self.observer is not None:
+            self.observer("failure", login, address)
 
-    def success(self, login: str, address: str) -> None:
+    def success(self, login: str, address: str, *, shared: bool = True) -> None:
         """A successful login clears the history of that pair."""
         self._pairs.pop(self._pair(login, address), None)
+        if shared and self.observer is not None:
+            self.observer("success", login, address)
 
 
 class ConnectionCounter:
@@ -147,6 +172,8 @@ class ConnectionCounter:
         self.total = total
         self._open: dict[str, int] = {}
         self._all = 0
+        #: Told of every connection counted or released, ``(event, address)``.
+        self.observer: Callable[[str, str], None] | None = None
 
     def open(self, address: str) -> str | None:
         """Count a new connection; returns why it must be refused (``"address"``/``"total"``)."""
@@ -155,11 +182,17 @@ class ConnectionCounter:
         current = self._open.get(address, 0)
         if self.per_address > 0 and current >= self.per_address:
             return "address"
-        self._open[address] = current + 1
-        self._all += 1
+        self.opened_elsewhere(address)
+        if self.observer is not None:
+            self.observer("open", address)
         return None
 
-    def close(self, address: str) -> None:
+    def opened_elsewhere(self, address: str) -> None:
+        """Count a connection without checking the limits (also another process's)."""
+        self._open[address] = self._open.get(address, 0) + 1
+        self._all += 1
+
+    def close(self, address: str, *, shared: bool = True) -> None:
         current = self._open.get(address, 0)
         if current <= 1:
             self._open.pop(address, None)
@@ -167,6 +200,8 @@ class ConnectionCounter:
             self._open[address] = current - 1
         if current > 0:
             self._all = max(0, self._all - 1)
+        if shared and self.observer is not None:
+            self.observer("close", address)
 
     def count(self, address: str) -> int:
         return self._open.get(address, 0)
@@ -196,6 +231,30 @@ class Limits:
                                           mta.max_connections),
             directory=TtlCache(mta.directory_cache_seconds, clock=clock),
         )
+
+    def share(self, send: Callable[[list[object]], None]) -> None:
+        """Hand every change to ``send`` as a JSON-able event, for :meth:`apply` elsewhere."""
+        self.senders.observer = lambda key, cost: send(["sender", key, cost])
+        self.addresses.observer = lambda key, cost: send(["address", key, cost])
+        self.lockout.observer = lambda outcome, login, address: send([outcome, login, address])
+        self.connections.observer = lambda event, address: send([event, address])
+
+    def apply(self, event: list[object]) -> None:
+        """Apply a change another process made (never passed on again). Unknown or malformed
+        events are ignored: they come from our own processes, and a limit is not worth a crash."""
+        match event:
+            case ["sender", str(key), int(cost) | float(cost)]:
+                self.senders.taken_elsewhere(key, float(cost))
+            case ["address", str(key), int(cost) | float(cost)]:
+                self.addresses.taken_elsewhere(key, float(cost))
+            case ["failure", str(login), str(address)]:
+                self.lockout.failure(login, address, shared=False)
+            case ["success", str(login), str(address)]:
+                self.lockout.success(login, address, shared=False)
+            case ["open", str(address)]:
+                self.connections.opened_elsewhere(address)
+            case ["close", str(address)]:
+                self.connections.close(address, shared=False)
 
 
 class TtlCache:

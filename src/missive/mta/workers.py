@@ -25,9 +25,12 @@ How:
   or dies, even by SIGKILL (the kernel closes the pipe); SIGTERM and SIGINT do the same. The main
   process restarts a worker that exits on its own, after 1 s, doubling up to 60 s while it
   keeps failing.
-- Rate limits, connection counts and the authentication lockout (``mta.limits``) are kept in
-  each worker's memory: with N workers a client may get up to N times the configured rates,
-  as with N nodes (docs/smtp.md, "Several processes").
+- Rate limits, connection counts and the authentication lockout (``mta.limits``) count for
+  the node: a worker reports each change to its limits on the same pipe (``L`` and a JSON
+  event), and the main process writes it to the other workers' stdin, where they apply it
+  (:meth:`~missive.mta.limits.Limits.apply`). The main process remembers which connections
+  each worker holds, so that a worker's death releases them in the others and a restarted
+  worker starts with them; it starts with empty token buckets and lockout counts.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ import signal
 import socket
 import sys
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from missive.config import Settings
+    from missive.mta.limits import Limits
     from missive.runtime import Core
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,8 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
+        #: Connections this worker counted and has not released, per client address.
+        self.connections: Counter[str] = Counter()
 
 
 class WorkerPool:
@@ -130,6 +137,13 @@ class WorkerPool:
         assert worker.proc.stdin is not None  # noqa: S101 - stdin=PIPE above
         worker.proc.stdin.write(json.dumps(spec).encode() + b"\n"
                                 + settings_for_worker(self.core.settings).encode() + b"\n")
+        # A new (or restarted) worker learns the connections the others hold; token buckets
+        # and lockouts it learns from the next events only.
+        for other in self.workers:
+            if other is not worker:
+                for address, count in other.connections.items():
+                    worker.proc.stdin.write(
+                        (json.dumps(["open", address]).encode() + b"\n") * count)
         await worker.proc.stdin.drain()
         worker.ready = asyncio.Event()
         worker.reader = asyncio.create_task(self._read_events(worker, read_fd))
@@ -141,6 +155,9 @@ class WorkerPool:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
         try:
             while line := await reader.readline():
+                if line.startswith(b"L"):
+                    self._share(worker, line[1:])
+                    continue
                 word = line.strip()
                 if word == b"ready":
                     worker.ready.set()
@@ -148,6 +165,34 @@ class WorkerPool:
                     self.core.events.publish(int(word))
         finally:
             transport.close()
+
+    def _share(self, origin: _Worker, event: bytes) -> None:
+        """Pass a change to ``origin``'s limits on to the other workers."""
+        if event.startswith((b'["open"', b'["close"')):
+            with contextlib.suppress(ValueError, IndexError):
+                kind, address = json.loads(event)[:2]
+                origin.connections[address] += 1 if kind == "open" else -1
+                if origin.connections[address] <= 0:
+                    del origin.connections[address]
+        for worker in self.workers:
+            if worker is not origin:
+                self._tell(worker, event)
+
+    @staticmethod
+    def _tell(worker: _Worker, event: bytes) -> None:
+        stdin = worker.proc.stdin if worker.proc is not None else None
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(event)
+
+    def _release(self, dead: _Worker) -> None:
+        """The connections a dead worker held are gone: tell the others."""
+        for address, count in dead.connections.items():
+            line = json.dumps(["close", address]).encode() + b"\n"
+            for worker in self.workers:
+                if worker is not dead:
+                    for _ in range(count):
+                        self._tell(worker, line)
+        dead.connections.clear()
 
     async def _await_ready(self, worker: _Worker) -> None:
         assert worker.proc is not None  # noqa: S101 - spawned
@@ -172,6 +217,7 @@ class WorkerPool:
             code = await worker.proc.wait()
             if self._stopping:
                 return
+            self._release(worker)
             log.error("smtp: worker %d exited with status %s; restarting in %.0f s",
                       worker.index, code, delay)
             await asyncio.sleep(delay)
@@ -219,13 +265,25 @@ async def _serve(spec: dict[str, Any], settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def wait_for_eof() -> None:
-        # The main process holds the other end: end of file means stop (also after SIGKILL).
+    limits: list[Limits] = []
+    early: list[bytes] = []  # events that came before the front (and its limits) existed
+
+    def apply(line: bytes) -> None:
+        if not limits:
+            early.append(line)
+            return
+        with contextlib.suppress(ValueError):
+            limits[0].apply(json.loads(line))
+
+    def read_stdin() -> None:
+        # The other workers' limit events, one a line, until end of file, which means stop:
+        # the main process holds the other end (closed by the kernel even after SIGKILL).
         with contextlib.suppress(Exception):
-            sys.stdin.buffer.read()
+            for line in sys.stdin.buffer:
+                loop.call_soon_threadsafe(apply, line)
         loop.call_soon_threadsafe(stop.set)
 
-    threading.Thread(target=wait_for_eof, name="smtp-worker-stdin", daemon=True).start()
+    threading.Thread(target=read_stdin, name="smtp-worker-stdin", daemon=True).start()
     events_fd = int(spec["events_fd"])
     core = await build_core(settings, with_master_key=False)
     try:
@@ -234,6 +292,12 @@ async def _serve(spec: dict[str, Any], settings: Settings) -> None:
         inherited = {name: [socket.socket(fileno=fd) for fd in fds]
                      for name, fds in spec["fds"].items()}
         front = await start(core, inherited=inherited)
+        front.ctx.limits.share(
+            lambda event: _report(events_fd, b"L" + json.dumps(event).encode() + b"\n"))
+        limits.append(front.ctx.limits)
+        for line in early:
+            apply(line)
+        early.clear()
         try:
             gc.collect()
             gc.freeze()  # as runtime.serve does: long-lived objects out of the collector's way

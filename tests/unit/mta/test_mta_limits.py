@@ -3,7 +3,9 @@ backs off, is capped, and never locks a login out from another client address.""
 
 from __future__ import annotations
 
-from missive.mta.limits import AuthLockout, ConnectionCounter, TokenBucket
+from collections.abc import Callable
+
+from missive.mta.limits import AuthLockout, ConnectionCounter, Limits, TokenBucket
 
 
 class Clock:
@@ -100,3 +102,60 @@ def test_directory_cache_expires_and_can_be_disabled() -> None:
     off = TtlCache(0.0, clock=clock)
     off.put("k", "active")
     assert off.get("k") is None
+
+
+def _pair(mta_overrides: dict[str, object]) -> tuple[Limits, Limits, list[list[object]]]:
+    """Two workers' limits wired as the main process wires them (events through JSON)."""
+    import json
+
+    from missive.config import MtaSettings
+
+    mta = MtaSettings(**mta_overrides)  # type: ignore[arg-type]
+    clock = Clock()
+    a, b = Limits.from_settings(mta, clock=clock), Limits.from_settings(mta, clock=clock)
+    seen: list[list[object]] = []
+
+    def to(other: Limits) -> Callable[[list[object]], None]:
+        def send(event: list[object]) -> None:
+            seen.append(event)
+            other.apply(json.loads(json.dumps(event)))
+        return send
+
+    a.share(to(b))
+    b.share(to(a))
+    return a, b, seen
+
+
+def test_shared_limits_count_for_the_node() -> None:
+    a, b, seen = _pair({"rate_per_sender": 60, "rate_burst": 4, "auth_lockout_threshold": 2,
+                        "max_connections_per_address": 3})
+    # Tokens: 4 at once for the sender, whichever worker takes them.
+    assert [a.senders.take("pro"), b.senders.take("pro"), a.senders.take("pro"),
+            b.senders.take("pro")] == [True] * 4
+    assert not a.senders.take("pro") and not b.senders.take("pro")
+    # Lockout: one failure in each worker is two for the node.
+    a.lockout.failure("pro", "192.0.2.1")
+    assert b.lockout.retry_after("pro", "192.0.2.1") == 0
+    b.lockout.failure("pro", "192.0.2.1")
+    assert a.lockout.retry_after("pro", "192.0.2.1") > 0
+    assert b.lockout.retry_after("pro", "192.0.2.1") > 0
+    b.lockout.success("pro", "192.0.2.1")
+    assert a.lockout.retry_after("pro", "192.0.2.1") == 0
+    # Connections per address: 3 for the node.
+    assert a.connections.open("192.0.2.9") is None
+    assert b.connections.open("192.0.2.9") is None
+    assert a.connections.open("192.0.2.9") is None
+    assert b.connections.open("192.0.2.9") == "address"
+    a.connections.close("192.0.2.9")
+    assert b.connections.open("192.0.2.9") is None
+    # Applied events are not passed on again (no echo between the workers).
+    kinds = [event[0] for event in seen]
+    assert kinds.count("sender") == 4 and kinds.count("failure") == 2
+    assert kinds.count("open") == 4 and kinds.count("close") == 1
+
+
+def test_malformed_shared_events_are_ignored() -> None:
+    a, _b, _seen = _pair({})
+    for event in (["sender"], ["open", 1], ["nonsense", "x"], [], ["failure", "a", None]):
+        a.apply(event)
+    assert a.connections.count("1") == 0
