@@ -17,12 +17,18 @@ recipient and returns only once everything is durable; ``abort`` drops it. Atomi
   delivered without the client having seen 250; SMTP tolerates that duplicate, never a loss.
 
 Implementation notes: the batch transaction runs in the writer thread (``Database.run_write``)
-and holds the database write lock, so its statements are SQLAlchemy Core statements built once
-per committer (:class:`_Statements`, bound parameters only) and executed on the session's
-connection, with ``executemany`` / "insertmanyvalues" for the rows of a batch: building ORM
-statements for every batch cost more CPU than the SQL itself. UIDs and modseqs are allocated
-with one ``UPDATE … RETURNING`` for all the folders (and one for all the mailboxes) of a batch,
-not one per folder: statements, not rows, are what the writer thread pays for.
+and holds the database write lock, so its Python cost is kept low. The transaction's logic
+(:meth:`GroupCommitter._write_sync`) asks its database work of an ``_Ops`` object, one per
+driver. On PostgreSQL (:class:`_CoreOps`) the statements are SQLAlchemy Core statements built
+once per committer (:class:`_Statements`, bound parameters only) and executed on the session's
+connection, with "insertmanyvalues" for the rows of a batch, and UIDs and modseqs allocated with
+one ``UPDATE … RETURNING`` for all the folders (and one for all the mailboxes) of a batch:
+there, statements, not rows, are what the writer thread pays for. On SQLite
+(:class:`_SqliteOps`) the same SQL runs on the ``sqlite3`` cursor of the session's transaction
+(as the store's hot reads do, :mod:`missive.mailbox.views`): SQLAlchemy's execution context
+was most of the writer thread's CPU, a driver statement costs a few microseconds, so rows go
+one ``INSERT`` each (ids from ``lastrowid``) or by ``executemany``. Both write the same rows
+(``tests/unit/mailbox/test_delivery_sqlite.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import BindParameter, Connection, Table, bindparam, case, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -316,6 +322,191 @@ class _Statements:
         return stmt
 
 
+#: Columns of the rows the batch inserts, in the order the rows are built (tuples: building a
+#: dictionary per row was a visible share of the writer's time).
+_CONTENT = ("mailbox_id", "suite", "sealed_key", "meta", "body", "size", "created_at")
+_MESSAGE = ("mailbox_id", "folder_id", "uid", "content_id", "flags", "internal_date", "size",
+            "modseq")
+_CORRESPONDENT = ("mailbox_id", "last_seen", "peer_hash")
+_REF = ("mailbox_id", "ref_hash")
+_OUTBOX = ("mailbox_id", "event", "idempotency_key", "state", "attempts", "created_at",
+           "next_attempt_at")
+_RELAY = ("domain", "state", "attempts", "suite", "sealed_key", "envelope", "body", "size",
+          "created_at", "next_attempt_at")
+
+Row = tuple[object, ...]
+#: A row read back (the driver's tuple or SQLAlchemy's ``Row``).
+Fetched = Sequence[Any]
+
+
+class _Ops(Protocol):
+    """What the batch transaction asks of the database (one implementation per driver)."""
+
+    def timestamp(self, value: datetime) -> object: ...
+    def boxes(self, ids: list[int]) -> Sequence[Fetched]: ...
+    def folders(self, mids: list[int], names: list[str]) -> Sequence[Fetched]: ...
+    def bump_uids(self, bumps: list[tuple[int, int]]) -> Sequence[tuple[int, int]]: ...
+    def bump_modseqs(self, bumps: list[tuple[int, int, int]]
+                     ) -> Sequence[tuple[int, int]]: ...
+    def insert_contents(self, rows: list[Row]) -> list[int]: ...
+    def insert_messages(self, rows: list[Row]) -> None: ...
+    def insert_correspondents(self, rows: list[Row]) -> None: ...
+    def insert_refs(self, rows: list[Row]) -> None: ...
+    def insert_outbox(self, rows: list[Row]) -> list[int]: ...
+    def insert_relays(self, rows: list[Row]) -> None: ...
+
+
+def _dicts(columns: tuple[str, ...], rows: list[Row]) -> list[dict[str, object]]:
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+class _CoreOps:
+    """The batch's statements through SQLAlchemy Core (:class:`_Statements`): PostgreSQL, and
+    any SQLite connection that is not the plain ``sqlite3`` driver."""
+
+    def __init__(self, conn: Connection, sql: _Statements) -> None:
+        self.conn = conn
+        self.sql = sql
+
+    def timestamp(self, value: datetime) -> object:
+        return value  # UTCDateTime binds it
+
+    def boxes(self, ids: list[int]) -> Sequence[Fetched]:
+        return [tuple(r) for r in self.conn.execute(self.sql.boxes, {"ids": ids}).all()]
+
+    def folders(self, mids: list[int], names: list[str]) -> Sequence[Fetched]:
+        return [tuple(r) for r in self.conn.execute(self.sql.folders,
+                                                    {"mids": mids, "names": names}).all()]
+
+    def bump_uids(self, bumps: list[tuple[int, int]]) -> Sequence[tuple[int, int]]:
+        params: dict[str, int] = {}
+        for i, (fid, count) in enumerate(bumps):
+            params[f"f{i}"], params[f"c{i}"] = fid, count
+        return [(int(f), int(e)) for f, e in self.conn.execute(self.sql.uid_bump(len(bumps)),
+                                                               params).all()]
+
+    def bump_modseqs(self, bumps: list[tuple[int, int, int]]) -> Sequence[tuple[int, int]]:
+        params: dict[str, int] = {}
+        for i, (mid, count, size) in enumerate(bumps):
+            params[f"m{i}"], params[f"c{i}"], params[f"s{i}"] = mid, count, size
+        return [(int(m), int(e)) for m, e in self.conn.execute(
+            self.sql.modseq_bump(len(bumps)), params).all()]
+
+    def insert_contents(self, rows: list[Row]) -> list[int]:
+        return _inserted_ids(self.conn, self.sql.content, self.sql.content_ordered,
+                             _dicts(_CONTENT, rows), "sealed_key")
+
+    def insert_messages(self, rows: list[Row]) -> None:
+        self.conn.execute(self.sql.message, _dicts(_MESSAGE, rows))
+
+    def insert_correspondents(self, rows: list[Row]) -> None:
+        self.conn.execute(self.sql.correspondent, _dicts(_CORRESPONDENT, rows))
+
+    def insert_refs(self, rows: list[Row]) -> None:
+        self.conn.execute(self.sql.received_ref, _dicts(_REF, rows))
+
+    def insert_outbox(self, rows: list[Row]) -> list[int]:
+        return _inserted_ids(self.conn, self.sql.outbox, self.sql.outbox_ordered,
+                             _dicts(_OUTBOX, rows), "idempotency_key")
+
+    def insert_relays(self, rows: list[Row]) -> None:
+        self.conn.execute(self.sql.relay, _dicts(_RELAY, rows))
+
+
+def _insert_sql(model: type, columns: tuple[str, ...], extra: str = "") -> str:
+    """``INSERT INTO <table> (<columns>) VALUES (?, …)`` for the ``sqlite3`` driver, with the
+    names checked against the model (a renamed column fails at import, not in a delivery)."""
+    table = _table(model)
+    for name in columns:
+        table.c[name]  # KeyError on a column the model does not have
+    marks = ", ".join("?" * len(columns))
+    return (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 - model names
+            f"VALUES ({marks}){extra}")
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+class _SqliteOps:
+    """The same statements as plain SQL on the ``sqlite3`` cursor of the session's transaction.
+
+    Why: SQLAlchemy's per-statement execution context (parameter processing, compiled-cache
+    lookup, result metadata) was most of the writer thread's CPU; the driver's own work is a
+    few microseconds a statement. Values are what SQLAlchemy would bind: UTC timestamps as
+    the naive ISO text of its SQLite ``DATETIME`` (:func:`audit.sqlite_timestamp`), booleans
+    as 0/1, the Python-side column defaults the Core inserts would add (``relay_queue``'s
+    ``delay_notified``). Ids come from ``lastrowid`` of one ``INSERT`` per row (a prepared
+    statement the driver reuses), in row order; ``tests/unit/mailbox/test_delivery_sqlite.py``
+    compares the rows written with those of :class:`_CoreOps`.
+    """
+
+    CONTENT = _insert_sql(Content, _CONTENT)
+    MESSAGE = _insert_sql(Message, _MESSAGE)
+    CORRESPONDENT = _insert_sql(Correspondent, _CORRESPONDENT,
+                                " ON CONFLICT (mailbox_id, peer_hash) DO NOTHING")
+    REF = _insert_sql(ReceivedRef, _REF)
+    OUTBOX = _insert_sql(NotificationOutbox, _OUTBOX)
+    RELAY = _insert_sql(RelayQueue, (*_RELAY, "delay_notified"))
+    UID_BUMP = "UPDATE folder SET uidnext = uidnext + ? WHERE id = ? RETURNING uidnext"
+    MODSEQ_BUMP = ("UPDATE mailbox SET highest_modseq = highest_modseq + ?, "
+                   "used_bytes = used_bytes + ? WHERE id = ? RETURNING highest_modseq")
+
+    def __init__(self, conn: Connection) -> None:
+        self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    timestamp = staticmethod(audit.sqlite_timestamp)
+
+    def boxes(self, ids: list[int]) -> Sequence[Fetched]:
+        sql = ("SELECT id, status, kind, used_bytes, quota_bytes FROM mailbox "  # noqa: S608
+               f"WHERE id IN ({_marks(len(ids))})")  # (placeholders only)
+        return self.cur.execute(sql, ids).fetchall()
+
+    def folders(self, mids: list[int], names: list[str]) -> Sequence[Fetched]:
+        sql = ("SELECT id, mailbox_id, name, uidvalidity FROM folder "  # noqa: S608
+               f"WHERE mailbox_id IN ({_marks(len(mids))}) "  # (placeholders only)
+               f"AND name IN ({_marks(len(names))})")
+        return self.cur.execute(sql, [*mids, *names]).fetchall()
+
+    def bump_uids(self, bumps: list[tuple[int, int]]) -> Sequence[tuple[int, int]]:
+        # One statement per folder: on this driver a statement costs microseconds (the
+        # single CASE statement of :class:`_CoreOps` saved SQLAlchemy's per-statement cost).
+        execute = self.cur.execute
+        return [(fid, execute(self.UID_BUMP, (count, fid)).fetchone()[0])
+                for fid, count in bumps]
+
+    def bump_modseqs(self, bumps: list[tuple[int, int, int]]) -> Sequence[tuple[int, int]]:
+        execute = self.cur.execute
+        return [(mid, execute(self.MODSEQ_BUMP, (count, size, mid)).fetchone()[0])
+                for mid, count, size in bumps]
+
+    def _inserted(self, sql: str, rows: list[Row]) -> list[int]:
+        cur = self.cur
+        out = []
+        for row in rows:
+            cur.execute(sql, row)
+            out.append(cur.lastrowid)
+        return out
+
+    def insert_contents(self, rows: list[Row]) -> list[int]:
+        return self._inserted(self.CONTENT, rows)
+
+    def insert_messages(self, rows: list[Row]) -> None:
+        self.cur.executemany(self.MESSAGE, rows)
+
+    def insert_correspondents(self, rows: list[Row]) -> None:
+        self.cur.executemany(self.CORRESPONDENT, rows)
+
+    def insert_refs(self, rows: list[Row]) -> None:
+        self.cur.executemany(self.REF, rows)
+
+    def insert_outbox(self, rows: list[Row]) -> list[int]:
+        return self._inserted(self.OUTBOX, rows)
+
+    def insert_relays(self, rows: list[Row]) -> None:
+        self.cur.executemany(self.RELAY, [(*row, 0) for row in rows])
+
+
 class GroupCommitter:
     """Writes queued deliveries in batches, one transaction per batch (see module docstring)."""
 
@@ -325,6 +516,8 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._inbox_cache: dict[int, tuple[int, int]] = {}
         self._statements: _Statements | None = None
+        #: Tests only: take the SQLAlchemy Core path on SQLite too (to compare the two).
+        self.force_core = False
 
     def _sql(self, conn: Connection) -> _Statements:
         if self._statements is None:
@@ -358,7 +551,7 @@ class GroupCommitter:
             for job, result in zip(batch, results, strict=True):
                 _resolve(job.future, result=result)
 
-    def _folders(self, conn: Connection, wanted: set[tuple[int, str]]
+    def _folders(self, ops: _Ops, wanted: set[tuple[int, str]]
                  ) -> dict[tuple[int, str], tuple[int, int]]:
         """(mailbox, folder name) -> (folder id, uidvalidity). INBOX ids are cached: INBOX
         can be neither deleted nor renamed away (RFC 3501 §6.3.4–5)."""
@@ -370,9 +563,7 @@ class GroupCommitter:
             else:
                 missing.add(key)
         if missing:
-            rows = conn.execute(self._sql(conn).folders, {
-                "mids": sorted({m for m, _ in missing}),
-                "names": sorted({n for _, n in missing})}).all()
+            rows = ops.folders(sorted({m for m, _ in missing}), sorted({n for _, n in missing}))
             for fid, mid, name, validity in rows:
                 if (mid, name) in missing:
                     out[(mid, name)] = (fid, validity)
@@ -386,18 +577,26 @@ class GroupCommitter:
             self.store.events.publish(mid)
         return results
 
+    def _ops(self, s: Session) -> _Ops:
+        """The statements' runner for this transaction: the ``sqlite3`` cursor on SQLite's
+        synchronous driver (``Database.run_write``'s), SQLAlchemy Core everywhere else."""
+        conn = s.connection()
+        if conn.dialect.driver == "pysqlite" and not self.force_core:
+            return _SqliteOps(conn)
+        return _CoreOps(conn, self._sql(conn))
+
     def _write_sync(self, s: Session, batch: list[_Job]) -> list[DeliveryResult]:
         """The batch transaction, on a synchronous session (see ``Database.run_write``)."""
         store = self.store
-        conn = s.connection()
-        sql = self._sql(conn)
+        ops = self._ops(s)
         now = utcnow()
+        stamp = ops.timestamp(now)
         results = [DeliveryResult() for _ in batch]
         ids = {c.mailbox_id for job in batch for c in job.copies}
-        boxes = {row[0]: (row[1], row[2], row[3], row[4]) for row in conn.execute(
-            sql.boxes, {"ids": sorted(ids)}).all()} if ids else {}
-        folders = self._folders(conn, {(c.mailbox_id, c.folder)
-                                       for job in batch for c in job.copies})
+        boxes = {row[0]: (row[1], row[2], row[3], row[4])
+                 for row in ops.boxes(sorted(ids))} if ids else {}
+        folders = self._folders(ops, {(c.mailbox_id, c.folder)
+                                      for job in batch for c in job.copies})
         used_now = {mid: box[2] for mid, box in boxes.items()}
         for job in batch:
             for c in job.copies:
@@ -412,7 +611,7 @@ class GroupCommitter:
                     # Only APPEND and copies are held to the quota: mail from professionals is
                     # never refused for space (a health document must not be lost).
                     raise QuotaExceeded("mailbox quota exceeded")
-        # UIDs: one UPDATE … RETURNING per folder, for all of its new messages.
+        # UIDs and modseqs: the folders' and mailboxes' counters moved once for the batch.
         per_folder: dict[int, int] = {}
         per_box: dict[int, tuple[int, int]] = {}
         for job in batch:
@@ -423,31 +622,24 @@ class GroupCommitter:
                 per_box[c.mailbox_id] = (n + 1, size + c.size)
         next_uid: dict[int, int] = {}
         if per_folder:
-            bumps = sorted(per_folder.items())
-            params: dict[str, int] = {}
-            for i, (fid, count) in enumerate(bumps):
-                params[f"f{i}"], params[f"c{i}"] = fid, count
-            for fid, end in conn.execute(sql.uid_bump(len(bumps)), params).all():
+            for fid, end in ops.bump_uids(sorted(per_folder.items())):
                 next_uid[fid] = end - per_folder[fid]
         next_modseq: dict[int, int] = {}
         if per_box:
-            boxes_bumped = sorted(per_box.items())
-            params = {}
-            for i, (mid, (count, size)) in enumerate(boxes_bumped):
-                params[f"m{i}"], params[f"c{i}"], params[f"s{i}"] = mid, count, size
-            for mid, end in conn.execute(sql.modseq_bump(len(boxes_bumped)), params).all():
+            for mid, end in ops.bump_modseqs([(mid, count, size) for mid, (count, size)
+                                              in sorted(per_box.items())]):
                 next_modseq[mid] = end - per_box[mid][0] + 1
         copies = [(i, c) for i, job in enumerate(batch) for c in job.copies]
         content_ids: list[int] = []
         if copies:
-            content_ids = _inserted_ids(conn, sql.content, sql.content_ordered, [
-                {"mailbox_id": c.mailbox_id, "suite": c.suite, "sealed_key": c.sealed_key,
-                 "meta": c.meta, "body": c.body, "size": c.size, "created_at": now}
-                for _, c in copies], "sealed_key")
-        messages: list[dict[str, object]] = []
-        correspondents: list[dict[str, object]] = []
-        refs: list[dict[str, object]] = []
-        outbox: list[tuple[int, dict[str, object]]] = []
+            content_ids = ops.insert_contents([
+                (c.mailbox_id, c.suite, c.sealed_key, c.meta, c.body, c.size, stamp)
+                for _, c in copies])
+        messages: list[tuple[object, ...]] = []
+        correspondents: list[tuple[object, ...]] = []
+        seen_peers: set[tuple[int, str]] = set()
+        refs: list[tuple[object, ...]] = []
+        outbox: list[tuple[int, tuple[object, ...]]] = []
         entries: list[audit.Entry] = []
         for (i, c), content_id in zip(copies, content_ids, strict=True):
             job = batch[i]
@@ -456,23 +648,21 @@ class GroupCommitter:
             next_uid[fid] += 1
             modseq = next_modseq[c.mailbox_id]
             next_modseq[c.mailbox_id] += 1
-            messages.append({"mailbox_id": c.mailbox_id, "folder_id": fid, "uid": uid,
-                             "content_id": content_id, "flags": job.flags,
-                             "internal_date": job.internal_date or now,
-                             "size": c.size, "modseq": modseq})
+            messages.append((c.mailbox_id, fid, uid, content_id, job.flags,
+                             ops.timestamp(job.internal_date) if job.internal_date else stamp,
+                             c.size, modseq))
             results[i].local.append(DeliveredCopy(c.mailbox_id, c.folder, uid, validity))
             if job.sender:
-                correspondents.append({"mailbox_id": c.mailbox_id, "last_seen": now,
-                                       "peer_hash": store.peer_hash(c.mailbox_id,
-                                                                    job.sender)})
+                peer = store.peer_hash(c.mailbox_id, job.sender)
+                if (c.mailbox_id, peer) not in seen_peers:
+                    seen_peers.add((c.mailbox_id, peer))
+                    correspondents.append((c.mailbox_id, stamp, peer))
                 if job.message_id:
-                    refs.append({"mailbox_id": c.mailbox_id, "ref_hash": store.ref_hash(
-                        c.mailbox_id, job.message_id, job.sender)})
+                    refs.append((c.mailbox_id, store.ref_hash(c.mailbox_id, job.message_id,
+                                                              job.sender)))
             if boxes[c.mailbox_id][1] == "patient" and job.notify and c.folder == "INBOX":
-                outbox.append((i, {"mailbox_id": c.mailbox_id, "event": "message.delivered",
-                                   "idempotency_key": uuid.uuid4().hex, "state": "pending",
-                                   "attempts": 0, "created_at": now,
-                                   "next_attempt_at": now}))
+                outbox.append((i, (c.mailbox_id, "message.delivered", uuid.uuid4().hex,
+                                   "pending", 0, stamp, stamp)))
             entries.append(audit.Entry(
                 job.action,
                 actor=store.actor_hash(job.sender) if job.sender else job.actor,
@@ -480,14 +670,13 @@ class GroupCommitter:
                 details={"uid": uid, "folder": c.folder, "size": c.size,
                          "source": job.source}))
         if messages:
-            conn.execute(sql.message, messages)
+            ops.insert_messages(messages)
         if correspondents:
-            conn.execute(sql.correspondent, _unique(correspondents, ("mailbox_id", "peer_hash")))
+            ops.insert_correspondents(correspondents)
         if refs:
-            conn.execute(sql.received_ref, refs)
+            ops.insert_refs(refs)
         if outbox:
-            ids_out = _inserted_ids(conn, sql.outbox, sql.outbox_ordered,
-                                    [row for _, row in outbox], "idempotency_key")
+            ids_out = ops.insert_outbox([row for _, row in outbox])
             for (i, _), oid in zip(outbox, ids_out, strict=True):
                 results[i].outbox_ids.append(oid)
         for i, job in enumerate(batch):
@@ -498,11 +687,9 @@ class GroupCommitter:
                     Conversation.thread_hash == job.thread_hash,
                     Conversation.closed_at.is_(None)).values(closed_at=now))
             if job.relays:
-                conn.execute(sql.relay, [
-                    {"domain": r.domain, "state": "pending", "attempts": 0, "suite": r.suite,
-                     "sealed_key": r.sealed_key, "envelope": r.envelope, "body": r.body,
-                     "size": r.size, "created_at": now, "next_attempt_at": now}
-                    for r in job.relays])
+                ops.insert_relays([
+                    (r.domain, "pending", 0, r.suite, r.sealed_key, r.envelope, r.body, r.size,
+                     stamp, stamp) for r in job.relays])
             for r in job.relays:
                 results[i].relayed.extend(r.recipients)
                 entries.append(audit.Entry("message.relay_queued", actor=job.actor,
@@ -540,17 +727,6 @@ def _inserted_ids(conn: Connection, by_key: Executable, ordered: Executable,
         return list(conn.execute(ordered, rows).scalars())
     found = {k: int(i) for i, k in conn.execute(by_key, rows).all()}
     return [found[k] for k in keys]
-
-
-def _unique(rows: list[dict[str, object]], keys: tuple[str, ...]) -> list[dict[str, object]]:
-    seen: set[tuple[object, ...]] = set()
-    out = []
-    for row in rows:
-        k = tuple(row[x] for x in keys)
-        if k not in seen:
-            seen.add(k)
-            out.append(row)
-    return out
 
 
 def _insert_ignore(s: Session, table: type, keys: list[str]) -> Executable:
