@@ -10,11 +10,13 @@ tree (RFC 2045/2046), so :func:`analyze` parses the message once (with the heade
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 from missive.mime.parsing import parse_message
 from missive.mime.parts import PartInfo, parts_of
 from missive.mime.summary import MessageSummary, summary_of
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "analyze_parsed"]
 
 
 def analyze(raw: bytes) -> tuple[MessageSummary, list[PartInfo]]:
@@ -25,3 +27,11 @@ def analyze(raw: bytes) -> tuple[MessageSummary, list[PartInfo]]:
     """
     msg = parse_message(raw)
     return summary_of(msg, raw), parts_of(msg)
+
+
+def analyze_parsed(raw: bytes) -> tuple[EmailMessage, MessageSummary, list[PartInfo]]:
+    """:func:`analyze`, and the parsed message itself: a caller that needs other header fields
+    (the submission front's ``From:``/``Sender:`` check, P2) reads them from this parse
+    instead of parsing the header block a second time."""
+    msg = parse_message(raw)
+    return msg, summary_of(msg, raw), parts_of(msg)

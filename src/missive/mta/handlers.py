@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import email.header
-import email.parser
 import email.policy
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import Message
 from typing import TYPE_CHECKING, Literal
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -37,7 +37,7 @@ from missive.certs.tls import ServerTLS
 from missive.config import Settings
 from missive.directory.recipients import RecipientInfo, recipient_facts, resolve_recipient
 from missive.errors import PolicyRefusal
-from missive.mime.analysis import analyze
+from missive.mime.analysis import analyze_parsed
 from missive.mime.parts import PartInfo
 from missive.mime.summary import MessageSummary
 from missive.mta import codes, dsn
@@ -107,20 +107,33 @@ class HeaderView:
     sender_values: list[str]
 
 
-def read_headers(raw: bytes) -> HeaderView:
+def header_view(msg: Message) -> HeaderView:
     """``From:`` and ``Sender:`` values with RFC 2047 words decoded; never raises.
 
-    Only the header block is parsed, with the fast ``compat32`` policy, and only these two
-    fields are decoded (the policy checks display names for spoofing, so they must be read as
-    a mail client shows them).
+    Read from the message's one parse (:func:`missive.mime.analysis.analyze_parsed`), as the
+    ``compat32`` policy gives them: every policy stores a field's raw value the same way
+    (``header_source_parse``: the first line's value left-stripped, continuation lines kept,
+    the line end removed), and ``compat32``'s ``header_fetch_parse`` of that raw value is what
+    a separate ``compat32`` parse of the header block returned. Only these two fields are
+    decoded (the policy checks display names for spoofing, so they must be read as a mail
+    client shows them). ``tests/unit/mta/test_header_view.py`` compares the result with that
+    second parse on generated messages.
     """
     try:
-        head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-        return HeaderView([_decoded(v) for v in msg.get_all("From") or []],
-                          [_decoded(v) for v in msg.get_all("Sender") or []])
+        froms: list[str] = []
+        senders: list[str] = []
+        for name, value in msg.raw_items():
+            key = name.lower()
+            if key == "from":
+                froms.append(_decoded(_COMPAT32.header_fetch_parse(name, value)))
+            elif key == "sender":
+                senders.append(_decoded(_COMPAT32.header_fetch_parse(name, value)))
+        return HeaderView(froms, senders)
     except Exception:  # noqa: BLE001 - a broken header is refused by P2, not a crash
         return HeaderView([], [])
+
+
+_COMPAT32 = email.policy.compat32
 
 
 def _decoded(value: object) -> str:
@@ -225,17 +238,19 @@ class BaseHandler:
         try:
             check_size(len(raw), self.settings.mta.max_message_size)
             # One parse for the summary (sealed with the message, P6) and the parts (P9).
-            summary, parts = analyze(raw)
-            await self.check_message(s, env, raw, summary, parts)
+            msg, summary, parts = analyze_parsed(raw)
+            await self.check_message(s, env, raw, summary, parts, msg)
         except PolicyRefusal as err:
             return await self.refuse(s, "data", err)
         return await self.deliver(s, env, raw, summary)
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary, parts: list[PartInfo]) -> None:
+                            summary: MessageSummary, parts: list[PartInfo],
+                            msg: Message) -> None:
         """Role-specific checks after DATA; raise :class:`PolicyRefusal` to refuse.
 
-        ``summary`` and ``parts`` are :func:`missive.mime.analyze` of ``raw``."""
+        ``msg``, ``summary`` and ``parts`` are :func:`missive.mime.analysis.analyze_parsed` of
+        ``raw`` (read other header fields from ``msg``, e.g. :func:`header_view`)."""
 
     def close_conversation(self, session: SmtpSession, summary: MessageSummary) -> bool:
         return False

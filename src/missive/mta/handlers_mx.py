@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+from email.message import Message
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography import x509
@@ -124,7 +125,8 @@ class MxHandler(BaseHandler):
         return codes.RECIPIENT_HELD if plan.held else codes.RECIPIENT_OK
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary, parts: list[PartInfo]) -> None:
+                            summary: MessageSummary, parts: list[PartInfo],
+                            msg: Message) -> None:
         check_attachments(parts, frozenset(self.settings.mta.attachment_allowlist))
 
     def delivery_actor(self, session: SmtpSession) -> str | None:

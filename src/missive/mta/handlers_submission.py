@@ -19,6 +19,7 @@ Order of the checks, each refusal audited with its rule:
 from __future__ import annotations
 
 import logging
+from email.message import Message
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -34,10 +35,10 @@ from missive.mta.handlers import (
     BaseHandler,
     accept_recipient,
     cached_lookup,
+    header_view,
     lookup_recipient,
     plan_for,
     rcpt_limit_reached,
-    read_headers,
     smtp_envelope,
     smtp_session,
 )
@@ -148,12 +149,13 @@ class SubmissionHandler(AuthMechanisms, BaseHandler):
         return codes.RECIPIENT_HELD if plan.held else codes.RECIPIENT_OK
 
     async def check_message(self, session: SmtpSession, envelope: SmtpEnvelope, raw: bytes,
-                            summary: MessageSummary, parts: list[PartInfo]) -> None:
+                            summary: MessageSummary, parts: list[PartInfo],
+                            msg: Message) -> None:
         principal = session.principal
         if principal is None:  # aiosmtpd refuses DATA before AUTH; belt and braces
             check_submission_ready(tls=session.tls is not None, authenticated=False)
             return
-        headers = read_headers(raw)
+        headers = header_view(msg)
         check_sender_headers(principal.addresses, parse_address_header(headers.from_values),
                              parse_address_header(headers.sender_values) or None)
         check_attachments(parts, frozenset(self.settings.mta.attachment_allowlist))
