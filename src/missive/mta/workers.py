@@ -218,11 +218,13 @@ class WorkerPool:
             if self._stopping:
                 return
             self._release(worker)
-            log.error("smtp: worker %d exited with status %s; restarting in %.0f s",
-                      worker.index, code, delay)
+            # Ctrl-C or a SIGTERM to the process group stops the workers a moment before this
+            # process begins to stop them: wait first, and say nothing if it was that.
             await asyncio.sleep(delay)
             if self._stopping:
                 return
+            log.error("smtp: worker %d exited with status %s; restarting it", worker.index,
+                      code)
             try:
                 await self._spawn(worker)
                 await self._await_ready(worker)
@@ -256,7 +258,27 @@ class WorkerPool:
 
 # --- the worker process ----------------------------------------------------------------------
 
-async def _serve(spec: dict[str, Any], settings: Settings) -> None:
+class _Lines:
+    """Lines from a file descriptor with ``os.read``. Not ``sys.stdin``: a thread blocked in a
+    buffered read holds the buffer's lock, and the interpreter then aborts at exit ("could not
+    acquire lock for <stdin> at interpreter shutdown") when a signal stops the worker."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def readline(self) -> bytes | None:
+        """The next line with its newline, or None at end of file."""
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+
+async def _serve(spec: dict[str, Any], settings: Settings, stdin: _Lines) -> None:
     from missive.mta.server import start
     from missive.runtime import build_core
 
@@ -279,7 +301,7 @@ async def _serve(spec: dict[str, Any], settings: Settings) -> None:
         # The other workers' limit events, one a line, until end of file, which means stop:
         # the main process holds the other end (closed by the kernel even after SIGKILL).
         with contextlib.suppress(Exception):
-            for line in sys.stdin.buffer:
+            while (line := stdin.readline()) is not None:
                 loop.call_soon_threadsafe(apply, line)
         loop.call_soon_threadsafe(stop.set)
 
@@ -320,10 +342,11 @@ def main() -> None:
     """Entry point of a worker process (started by :class:`WorkerPool` only)."""
     from missive.logs import setup
 
-    spec = json.loads(sys.stdin.buffer.readline())
-    settings = settings_from_worker_line(sys.stdin.buffer.readline())
+    stdin = _Lines(sys.stdin.fileno())
+    spec = json.loads(stdin.readline() or b"{}")
+    settings = settings_from_worker_line(stdin.readline() or b"{}")
     setup(spec.get("log_level", "INFO"))
-    asyncio.run(_serve(spec, settings))
+    asyncio.run(_serve(spec, settings, stdin))
 
 
 if __name__ == "__main__":
