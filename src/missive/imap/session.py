@@ -1099,7 +1099,10 @@ class Session:
             return True
         meta = self._cached().meta
         validity = view.uidvalidity
-        return any((validity, uid, key) not in meta for key in keys)
+        for key in keys:
+            if (validity, uid, key) not in meta:
+                return True
+        return False
 
     def _audit_read(self, uidvalidity: int, uids: Sequence[int]) -> None:
         """Note content reads; they are written within :data:`AUDIT_DELAY` seconds, one entry

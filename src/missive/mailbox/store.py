@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -1263,16 +1264,47 @@ class MailboxSession:
         return found
 
 
+#: Version byte of the ``content.derived`` plain text written by :func:`_derived_encode`.
+_DERIVED_V1 = b"\x01"
+_DERIVED_NAME = re.compile(r"[A-Za-z0-9.\-\[\]]+")
+
+
 def _derived_encode(items: Mapping[str, bytes]) -> bytes:
-    """The plain text of a ``content.derived`` entry: a JSON object of item name → item,
-    octets as latin-1 code points (any octet string round-trips)."""
-    return json.dumps({k: v.decode("latin-1") for k, v in items.items()}).encode()
+    """The plain text of a ``content.derived`` entry: a version byte, one line of
+    ``name:length`` specs separated by spaces, then the items' octets one after the other.
+
+    Read back by slicing (no parser: a later login opens one entry per message it lists,
+    and decoding was the largest part of that after the AES-GCM open). Entries written
+    before as a JSON object of name → latin-1 text are still read (:func:`_derived_decode`).
+    """
+    specs: list[bytes] = []
+    for name, item in items.items():
+        if _DERIVED_NAME.fullmatch(name) is None:
+            raise ValueError(f"not an item name: {name!r}")
+        specs.append(b"%s:%d" % (name.encode("ascii"), len(item)))
+    return b"".join([_DERIVED_V1, b" ".join(specs), b"\n", *items.values()])
 
 
 def _derived_decode(data: bytes) -> dict[str, bytes]:
     """The items of a ``content.derived`` entry (see :func:`_derived_encode`); ValueError,
-    AttributeError or TypeError when it is not such an object."""
-    return {str(k): v.encode("latin-1") for k, v in json.loads(data).items()}
+    AttributeError or TypeError when it is not such an entry."""
+    if data[:1] != _DERIVED_V1:
+        # The first format: a JSON object of item name -> item, octets as latin-1 code points.
+        return {str(k): v.encode("latin-1") for k, v in json.loads(data).items()}
+    cut = data.index(b"\n")
+    out: dict[str, bytes] = {}
+    pos = cut + 1
+    if cut > 1:
+        for spec in data[1:cut].split(b" "):
+            name, _, size = spec.partition(b":")
+            end = pos + int(size)
+            if end > len(data) or not name:
+                raise ValueError("truncated derived entry")
+            out[name.decode("ascii")] = data[pos:end]
+            pos = end
+    if pos != len(data):
+        raise ValueError("trailing octets in a derived entry")
+    return out
 
 
 def _searchable_text(raw: bytes) -> str:

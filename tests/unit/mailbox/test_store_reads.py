@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -60,8 +63,6 @@ async def test_fetch_many_matches_the_orm_read(core: Any) -> None:
 
 
 async def test_fetch_many_of_a_missing_folder_is_not_found(core: Any) -> None:
-    import pytest
-
     from missive.errors import NotFound
 
     box = await core.store.open(await _filled(core, 2))
@@ -93,12 +94,27 @@ async def test_derived_range_and_items_agree(core: Any) -> None:
     assert await (await core.store.open(other)).derived_items(ids) == {}
 
 
-def test_derived_codec_round_trips_any_octets() -> None:
-    items = {"ENVELOPE": bytes(range(256)), "BODYSTRUCTURE": b"", "BODY": b"(\"TEXT\")"}
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["ENVELOPE", "BODYSTRUCTURE", "BODY", "BODY[1]"]),
+                       st.binary(max_size=300)))
+def test_derived_codec_round_trips_any_octets(items: dict[str, bytes]) -> None:
     assert _derived_decode(_derived_encode(items)) == items
-    # The format written before this module's codec: the same JSON object.
+    # The format written before: a JSON object of name -> latin-1 text, still read.
     legacy = json.dumps({k: v.decode("latin-1") for k, v in items.items()}).encode()
     assert _derived_decode(legacy) == items
+
+
+@pytest.mark.parametrize("bad", [b"\x01ENVELOPE:5\nabc", b"\x01ENVELOPE:2\nabc",
+                                 b"\x01:1\nx", b"\x01ENVELOPE:x\nabc", b"\x01ENVELOPE:3",
+                                 b"[1]", b"\x02"])
+def test_derived_decode_refuses_malformed_entries(bad: bytes) -> None:
+    with pytest.raises((ValueError, AttributeError, TypeError)):
+        _derived_decode(bad)
+
+
+def test_derived_encode_refuses_odd_names() -> None:
+    with pytest.raises(ValueError):
+        _derived_encode({"A B": b""})
 
 
 async def test_write_back_shapes_agree(core: Any) -> None:
