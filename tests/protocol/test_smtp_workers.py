@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from smtp_harness import PASSWORD, message, send, smtp_env, stop_env
+from test_smtp_durability import _children
 
 from missive.mta.workers import settings_for_worker, settings_from_worker_line
 
@@ -369,3 +370,39 @@ async def test_a_dead_workers_connections_are_released(tmp_path: Path) -> None:
         assert all(g.startswith("220") for g in greetings), greetings
     finally:
         await stop_env(env)
+
+
+async def test_ctrl_c_to_the_process_group_stops_everything_cleanly(tmp_path: Path) -> None:
+    """``missive serve`` with workers, SIGINT to its whole process group (a terminal's Ctrl-C):
+    every process exits with status 0, and no worker aborts or is restarted."""
+    from test_smtp_durability import _env, _missive
+
+    data = tmp_path / "data"
+    init = await asyncio.create_subprocess_exec(
+        *_missive(data, "init", "--domain", "test.missive.localhost", "--test-mode"),
+        env=_env(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(init.communicate(), 120)
+    assert init.returncode == 0, err.decode()
+    proc = await asyncio.create_subprocess_exec(
+        *_missive(data, "serve", "--only", "smtp", "--log-level", "INFO"),
+        env=_env(processes=2), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while b"Stop with Ctrl-C" not in await asyncio.wait_for(proc.stdout.readline(), 120):
+            pass
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        log = (await proc.stderr.read()).decode()
+        assert "Fatal Python error" not in log
+        assert "restarting" not in log
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
