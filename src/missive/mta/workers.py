@@ -153,36 +153,42 @@ class WorkerPool:
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+        rest = b""
         try:
-            while line := await reader.readline():
-                if line.startswith(b"L"):
-                    self._share(worker, line[1:])
-                    continue
-                word = line.strip()
-                if word == b"ready":
-                    worker.ready.set()
-                elif word.isdigit():
-                    self.core.events.publish(int(word))
+            while chunk := await reader.read(65536):
+                complete, _, rest = (rest + chunk).rpartition(b"\n")
+                shared: list[bytes] = []
+                for line in complete.split(b"\n"):
+                    if line.startswith(b"L"):
+                        shared.append(line[1:])
+                    elif line == b"ready":
+                        worker.ready.set()
+                    elif line.isdigit():
+                        self.core.events.publish(int(line))
+                if shared:
+                    self._share(worker, shared)
         finally:
             transport.close()
 
-    def _share(self, origin: _Worker, event: bytes) -> None:
-        """Pass a change to ``origin``'s limits on to the other workers."""
-        if event.startswith((b'["open"', b'["close"')):
-            with contextlib.suppress(ValueError, IndexError):
-                kind, address = json.loads(event)[:2]
-                origin.connections[address] += 1 if kind == "open" else -1
-                if origin.connections[address] <= 0:
-                    del origin.connections[address]
+    def _share(self, origin: _Worker, events: list[bytes]) -> None:
+        """Pass changes to ``origin``'s limits on to the other workers."""
+        for event in events:
+            if event.startswith((b'["open"', b'["close"')):
+                with contextlib.suppress(ValueError, IndexError):
+                    kind, address = json.loads(event)[:2]
+                    origin.connections[address] += 1 if kind == "open" else -1
+                    if origin.connections[address] <= 0:
+                        del origin.connections[address]
+        data = b"\n".join(events) + b"\n"
         for worker in self.workers:
             if worker is not origin:
-                self._tell(worker, event)
+                self._tell(worker, data)
 
     @staticmethod
-    def _tell(worker: _Worker, event: bytes) -> None:
+    def _tell(worker: _Worker, data: bytes) -> None:
         stdin = worker.proc.stdin if worker.proc is not None else None
         if stdin is not None and not stdin.is_closing():
-            stdin.write(event)
+            stdin.write(data)
 
     def _release(self, dead: _Worker) -> None:
         """The connections a dead worker held are gone: tell the others."""
@@ -277,6 +283,16 @@ class _Lines:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line + b"\n"
 
+    def readlines(self) -> list[bytes] | None:
+        """The complete lines one read brings (at least one), or None at end of file."""
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        complete, _, self.buffer = self.buffer.rpartition(b"\n")
+        return complete.split(b"\n")
+
 
 async def _serve(spec: dict[str, Any], settings: Settings, stdin: _Lines) -> None:
     from missive.mta.server import start
@@ -290,40 +306,41 @@ async def _serve(spec: dict[str, Any], settings: Settings, stdin: _Lines) -> Non
     limits: list[Limits] = []
     early: list[bytes] = []  # events that came before the front (and its limits) existed
 
-    def apply(line: bytes) -> None:
+    def apply(lines: list[bytes]) -> None:
         if not limits:
-            early.append(line)
+            early.extend(lines)
             return
-        with contextlib.suppress(ValueError):
-            limits[0].apply(json.loads(line))
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                limits[0].apply(json.loads(line))
 
     def read_stdin() -> None:
         # The other workers' limit events, one a line, until end of file, which means stop:
         # the main process holds the other end (closed by the kernel even after SIGKILL).
+        # The lines of one read go to the loop together: one wake-up, not one per event.
         with contextlib.suppress(Exception):
-            while (line := stdin.readline()) is not None:
-                loop.call_soon_threadsafe(apply, line)
+            while (lines := stdin.readlines()) is not None:
+                loop.call_soon_threadsafe(apply, lines)
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=read_stdin, name="smtp-worker-stdin", daemon=True).start()
-    events_fd = int(spec["events_fd"])
+    report = _Report(int(spec["events_fd"]), loop)
     core = await build_core(settings, with_master_key=False)
     try:
         if core.db.is_sqlite:
-            core.events.relay = lambda mailbox_id: _report(events_fd, b"%d\n" % mailbox_id)
+            core.events.relay = lambda mailbox_id: report.line(b"%d\n" % mailbox_id)
         inherited = {name: [socket.socket(fileno=fd) for fd in fds]
                      for name, fds in spec["fds"].items()}
         front = await start(core, inherited=inherited)
         front.ctx.limits.share(
-            lambda event: _report(events_fd, b"L" + json.dumps(event).encode() + b"\n"))
+            lambda event: report.line(b"L" + json.dumps(event).encode() + b"\n"))
         limits.append(front.ctx.limits)
-        for line in early:
-            apply(line)
+        apply(early)
         early.clear()
         try:
             gc.collect()
             gc.freeze()  # as runtime.serve does: long-lived objects out of the collector's way
-            _report(events_fd, b"ready\n")
+            report.line(b"ready\n")
             await stop.wait()
         finally:
             await front.stop()
@@ -331,11 +348,28 @@ async def _serve(spec: dict[str, Any], settings: Settings, stdin: _Lines) -> Non
         await core.close()
 
 
-def _report(fd: int, line: bytes) -> None:
-    """A line to the main process. Small writes to a pipe are atomic and, with the main
-    process reading all the time, do not block; a main process gone is not an error here."""
-    with contextlib.suppress(OSError):
-        os.write(fd, line)
+class _Report:
+    """Lines to the main process, written together once per turn of the event loop (one
+    system call for all the events of that turn). The writes block when the pipe is full:
+    wake-ups must not be lost, and the main process reads all the time. A main process gone
+    is not an error here (the worker is about to see end of file on its stdin)."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.fd = fd
+        self.loop = loop
+        self.pending: list[bytes] = []
+
+    def line(self, line: bytes) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(line)
+
+    def flush(self) -> None:
+        data = b"".join(self.pending)
+        self.pending.clear()
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self.fd, data):]
 
 
 def main() -> None:
