@@ -683,10 +683,31 @@ def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Append(tag, name, mailbox, flags, when, message)
 
 
+#: Parsed FETCH item lists by (UID form, the command's text after the sequence set): clients
+#: send the same few lists over and over (``(BODY.PEEK[])``, ``(UID FLAGS)``, …) and reading
+#: one again cost more than the rest of the command. Only successful parses are kept; the
+#: items are immutable, so one tuple serves every command that wrote the same text.
+_FETCH_ITEMS: dict[tuple[bool, bytes], tuple[tuple[FetchAttr, ...], int | None]] = {}
+_FETCH_ITEMS_MAX = 512
+_FETCH_ITEMS_TEXT = 256
+
+
 def _fetch(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
     seqset = r.seqset()
     r.sp()
+    key = (uid, bytes(r.buf[r.pos:]))
+    known = _FETCH_ITEMS.get(key)
+    if known is not None:
+        return Fetch(tag, name, seqset, known[0], uid, known[1])
+    command = _fetch_items(r, tag, name, uid, seqset)
+    if len(key[1]) <= _FETCH_ITEMS_TEXT and len(_FETCH_ITEMS) < _FETCH_ITEMS_MAX:
+        _FETCH_ITEMS[key] = (command.attrs, command.changedsince)
+    return command
+
+
+def _fetch_items(r: _Reader, tag: str, name: str, uid: bool, seqset: SeqSet) -> Fetch:
+    """The rest of a FETCH command after its sequence set (see :func:`_fetch`)."""
     attrs: list[FetchAttr] = []
     if r.peek() == 0x28:
         r.pos += 1

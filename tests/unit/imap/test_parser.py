@@ -254,3 +254,50 @@ def test_fuzz_bytes_only_raises_parse_error(data: bytes) -> None:
         p.parse_command(data)
     except p.ParseError as exc:
         assert exc.reason
+
+
+_FETCH_WORDS = st.sampled_from([
+    "BODY.PEEK[]", "BODY[]", "BODY[1.2.MIME]", "BODY.PEEK[HEADER.FIELDS (From To)]", "UID",
+    "FLAGS", "ENVELOPE", "BODYSTRUCTURE", "RFC822.SIZE", "INTERNALDATE", "BINARY[1]", "<0.10>",
+    "MODSEQ", "ALL", "FAST", " ", "(", ")", "(CHANGEDSINCE 5)", "BOGUS", "\r\n", "[", "]",
+])
+
+
+def _parse(line: bytes) -> tuple[str, p.Command | None]:
+    try:
+        return "ok", p.parse_command(line)
+    except p.ParseError as exc:
+        return f"error {exc.reason} {exc.tag}", None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["FETCH 1:* ", "UID FETCH 4,7:9 ", "FETCH 12 "]),
+       st.lists(_FETCH_WORDS, max_size=8).map("".join), st.sampled_from(["a1", "b22"]))
+def test_fetch_item_lists_parse_the_same_from_the_memo(head: str, items: str, tag: str) -> None:
+    """FETCH item lists are kept parsed by their text (parser._FETCH_ITEMS): a command
+    answered from the memo equals the same command parsed afresh, and errors are never kept."""
+    line = f"{tag} {head}{items}\r\n".encode()
+    p._FETCH_ITEMS.clear()
+    fresh = _parse(line)
+    again = _parse(line)  # from the memo when the first parse succeeded
+    assert again == fresh
+    assert bool(p._FETCH_ITEMS) == (fresh[0] == "ok")  # errors are never kept
+    other = _parse(line.replace(b"1:*", b"5").replace(b"4,7:9", b"3"))  # same items
+    p._FETCH_ITEMS.clear()
+    assert other == _parse(line.replace(b"1:*", b"5").replace(b"4,7:9", b"3"))
+
+
+def test_fetch_item_memo_is_bounded_and_keyed_by_uid_form() -> None:
+    p._FETCH_ITEMS.clear()
+    plain = p.parse_command(b"a FETCH 1 (FLAGS)\r\n")
+    uid = p.parse_command(b"a UID FETCH 1 (FLAGS)\r\n")
+    assert isinstance(plain, p.Fetch) and isinstance(uid, p.Fetch)
+    assert [a.name for a in plain.attrs] == ["FLAGS"]
+    assert [a.name for a in uid.attrs] == ["UID", "FLAGS"]  # RFC 3501 §6.4.8: UID implied
+    for i in range(p._FETCH_ITEMS_MAX + 50):
+        p.parse_command(b"a FETCH 1 (BODY.PEEK[%d])\r\n" % (i + 1))
+    assert len(p._FETCH_ITEMS) <= p._FETCH_ITEMS_MAX
+    long_items = b"(" + b" ".join([b"FLAGS"] * 60) + b")"
+    p._FETCH_ITEMS.clear()
+    p.parse_command(b"a FETCH 1 " + long_items + b"\r\n")
+    assert not p._FETCH_ITEMS  # longer than _FETCH_ITEMS_TEXT: not kept
