@@ -46,6 +46,7 @@ __all__ = [
     "list_parts",
     "parts_of",
     "sniff",
+    "unnamed",
     "zip_members",
 ]
 
@@ -153,21 +154,26 @@ def _is_pe(head: bytes) -> bool:
     return any(b < 9 or 13 < b < 32 for b in head[2:64])
 
 
+#: Bytes that never decide :func:`_looks_text`: printable ASCII and the four allowed controls.
+_PLAIN_ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n\f"
+
+
 def _looks_text(head: bytes) -> bool:
     if not head:
         return False
     try:
-        text = head.decode("utf-8")
+        head.decode("utf-8")
     except UnicodeDecodeError as exc:
         # A multi-byte character cut at the end of the sample is still text.
         if exc.start < len(head) - 4:
             return False
-        text = head[: exc.start].decode("utf-8")
-    # Every character printable, or one of the four allowed controls: deleted first, so that
-    # str.isprintable checks the rest in C (one character at a time in Python was 0.5 ms).
-    for control in "\t\r\n\f":
-        text = text.replace(control, "")
-    return text.isprintable()
+        head = head[: exc.start]
+    # Every character printable, or one of the four allowed controls. Printable ASCII and those
+    # controls are deleted first, as bytes (in C: removing ASCII bytes from valid UTF-8 leaves
+    # valid UTF-8), so that only what remains — the non-ASCII characters and any other control
+    # — is decoded and checked by str.isprintable (one character at a time in Python was
+    # 0.5 ms; decoding and checking all 4 KB, ~30 µs).
+    return head.translate(None, _PLAIN_ASCII).decode("utf-8").isprintable()
 
 
 def sniff(head: bytes) -> str | None:
@@ -296,6 +302,26 @@ def _inner_index(index: str, inner: Message) -> str:
     return f"{index}.1" if index else "1"
 
 
+def unnamed(part: Message) -> bool:
+    """True when the part has neither a disposition nor a file name, known without parsing
+    parameters: no ``Content-Disposition`` field, and a ``Content-Type`` (if any) whose ASCII
+    text does not contain ``name``, so none of its parameters (RFC 2045 §5.1, RFC 2231
+    continuations included) can be ``name``: ``get_filename()``, ``get_content_disposition()``
+    and the ``filename``/``name`` parameters are then all None (``filename`` is a
+    ``Content-Disposition`` parameter). False means
+    "ask the parameters" (also when a field cannot be read)."""
+    try:
+        if "content-disposition" in part:
+            return False
+        ctype = part.get("content-type")
+        if ctype is None:
+            return True
+        text = str(ctype)
+        return text.isascii() and "name" not in text.lower()
+    except Exception:  # noqa: BLE001 - malformed field: the slow path decides
+        return False
+
+
 def _filename(part: Message) -> str | None:
     name = _safe(part.get_filename, None)
     if name is None:
@@ -346,13 +372,18 @@ def _leaf(part: Message, index: str, content_type: str) -> PartInfo:
         members, zip_error = zip_members(body)
     elif magic == "ole" and _ole_has_macros(body):
         magic = "ole-macro"
-    disposition = _safe(part.get_content_disposition, None)
-    filename = _filename(part)
+    if unnamed(part):
+        disposition = filename = None
+        others: tuple[str, ...] = ()
+    else:
+        disposition = _safe(part.get_content_disposition, None)
+        filename = _filename(part)
+        others = _other_names(part, filename)
     return PartInfo(
         index=index,
         content_type=content_type,
         filename=filename,
-        other_names=_other_names(part, filename),
+        other_names=others,
         size=len(body),
         disposition=disposition.lower() if disposition else None,
         magic=magic,

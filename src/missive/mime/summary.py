@@ -11,11 +11,23 @@ import email
 import email.policy
 import email.utils
 import functools
+import re
 from dataclasses import dataclass, field, fields
-from email.message import EmailMessage
+from email.headerregistry import (
+    BaseHeader,
+    DateHeader,
+    HeaderRegistry,
+    MessageIDHeader,
+    UniqueDateHeader,
+    UniqueUnstructuredHeader,
+    UnstructuredHeader,
+)
+from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from typing import Any
 
 from missive.mime.parsing import parse_message
+from missive.mime.parts import unnamed
 
 _MAX_HEADER = 2000
 
@@ -68,11 +80,93 @@ _FIELDS = tuple(f.name for f in fields(MessageSummary))
 
 
 def _text(msg: EmailMessage, name: str) -> str:
+    """``str(msg.get(name))``, at most :data:`_MAX_HEADER` characters; ``""`` when absent or
+    unreadable (a broken header must not stop delivery)."""
+    found = _first_fields(msg, (name.lower(),))
+    return _field_text(msg, found.get(name.lower()))
+
+
+#: The single-valued fields the summary reads as text (lowercased names).
+_TEXT_FIELDS = ("subject", "date", "message-id", "in-reply-to", "references",
+                "disposition-notification-to", "x-mss-codecda", "x-mss-ins", "x-mss-nil",
+                "x-mss-mes")
+
+
+def _first_fields(msg: Message, wanted: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """The first ``(name, raw value)`` of each wanted field, by lowercased name, in one pass
+    over the header list (what ``msg.get`` finds, without one pass per field)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in msg.raw_items():
+        key = name.lower()
+        if key in wanted and key not in found:
+            found[key] = (name, value)
+    return found
+
+
+def _field_text(msg: Message, item: tuple[str, str] | None) -> str:
+    """``str(msg.policy.header_fetch_parse(name, raw))`` (what ``msg.get`` returns), cut to
+    :data:`_MAX_HEADER`; a value :func:`_plain_text` knows is computed without building the
+    header object."""
+    if item is None:
+        return ""
+    name, raw = item
     try:
-        value = msg.get(name)
+        text = _plain_text(msg.policy, name, raw)
+        if text is None:
+            text = str(msg.policy.header_fetch_parse(name, raw))
     except Exception:  # noqa: BLE001 - a broken header must not stop delivery
         return ""
-    return str(value)[:_MAX_HEADER] if value is not None else ""
+    return text[:_MAX_HEADER]
+
+
+#: ``email.policy.EmailPolicy.header_fetch_parse`` removes CR and LF (not what splitlines does).
+_LINESEP = re.compile(r"\n|\r")
+_UNSTRUCTURED = (UnstructuredHeader, UniqueUnstructuredHeader)
+_DATES = (DateHeader, UniqueDateHeader)
+#: ``<dot-atom-text@dot-atom-text>`` (RFC 5322 §3.6.4 without CFWS, obsolete forms or
+#: literals): the parse tree of such a value prints back the value itself.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_MSG_ID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>")
+
+
+def _plain_text(policy: object, name: str, raw: str) -> str | None:
+    """The text of the header object ``email.policy.default`` would build for a common value,
+    or None when the object must be built (``tests/unit/mime/test_mime_summary_fields.py``
+    compares the two on generated values).
+
+    Header objects of ``email.policy.default`` are costly for what the summary needs from them
+    (Date: about 40 µs, parsing the value, formatting the datetime, then parsing that text
+    again into a token tree nobody reads). Their text is, per ``email.headerregistry``:
+
+    - unstructured fields (Subject, In-Reply-To, X-…): the value with RFC 2047 words decoded
+      (RFC 2047 §6.1), so an ASCII value without ``=?`` is its own text;
+    - ``Date`` (RFC 5322 §3.3): ``format_datetime(parsedate_to_datetime(value))``, or the value
+      itself when it is not a date, ``""`` when empty;
+    - ``Message-ID``: the printed parse tree, the value itself for a plain ``<id@domain>``.
+
+    Values with raw 8-bit bytes (surrogates, which the header object replaces) and policies
+    other than a plain :class:`~email.policy.EmailPolicy` header registry take the slow path.
+    """
+    if not isinstance(policy, EmailPolicy) or not isinstance(raw, str) or not raw.isascii():
+        return None
+    factory = policy.header_factory
+    if not isinstance(factory, HeaderRegistry) or factory.base_class is not BaseHeader:
+        return None
+    kind = factory.registry.get(name.lower(), factory.default_class)
+    value = "".join(_LINESEP.split(raw))
+    if kind in _UNSTRUCTURED:
+        return value if "=?" not in value else None
+    if kind in _DATES:
+        if not value:
+            return ""
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except ValueError:
+            return value
+        return email.utils.format_datetime(moment)
+    if kind is MessageIDHeader and _MSG_ID.fullmatch(value):
+        return value
+    return None
 
 
 def _ids(text: str) -> list[str]:
@@ -126,31 +220,44 @@ def summary_of(msg: EmailMessage, raw: bytes) -> MessageSummary:
     """The summary of ``msg``, already parsed from ``raw``."""
     froms = _addresses(msg, "From")
     s = MessageSummary(size=len(raw))
-    s.subject = _text(msg, "Subject")
+    fields = _first_fields(msg, _TEXT_FIELDS)
+
+    def text(key: str) -> str:
+        return _field_text(msg, fields.get(key))
+
+    s.subject = text("subject")
     if froms:
         s.from_name, s.from_addr = froms[0]
     s.to = [a for _, a in _addresses(msg, "To")][:50]
     s.cc = [a for _, a in _addresses(msg, "Cc")][:50]
-    s.date = _text(msg, "Date")
-    mid = _ids(_text(msg, "Message-ID"))
+    s.date = text("date")
+    mid = _ids(text("message-id"))
     s.message_id = mid[0] if mid else ""
-    irt = _ids(_text(msg, "In-Reply-To"))
+    irt = _ids(text("in-reply-to"))
     s.in_reply_to = irt[0] if irt else ""
-    s.references = _ids(_text(msg, "References"))
-    s.disposition_notification_to = _text(msg, "Disposition-Notification-To")
+    s.references = _ids(text("references"))
+    s.disposition_notification_to = text("disposition-notification-to")
     for key in ("X-MSS-CODECDA", "X-MSS-INS", "X-MSS-NIL", "X-MSS-MES"):
-        value = _text(msg, key)
+        value = text(key.lower())
         if value:
             s.mss[key] = value
     try:
         for part in msg.walk():
             if part.is_multipart():
                 continue
-            filename = part.get_filename()
-            if filename or part.get_content_disposition() == "attachment":
+            filename, disposition = _name_and_disposition(part)
+            if filename or disposition == "attachment":
                 s.has_attachments = True
                 if filename:
                     s.attachment_names.append(str(filename)[:255])
     except Exception:  # noqa: BLE001 - malformed MIME: keep the summary we have
         s.has_attachments = s.has_attachments or b"filename" in raw.lower()
     return s
+
+
+def _name_and_disposition(part: Message) -> tuple[str | None, str | None]:
+    """``(part.get_filename(), part.get_content_disposition())``, both None without parsing
+    parameters for a part that has neither (:func:`missive.mime.parts.unnamed`)."""
+    if unnamed(part):
+        return None, None
+    return part.get_filename(), part.get_content_disposition()
