@@ -250,6 +250,12 @@ def _serving_pid(client: socket.socket, pids: list[int]) -> int:
     raise AssertionError(f"no worker serves the connection from port {port}")
 
 
+def _greet(port: int) -> str:
+    """The greeting a new connection gets (then closed)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        return sock.recv(512).decode()
+
+
 def plain(login: str, password: str) -> str:
     return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
@@ -328,11 +334,8 @@ async def test_connections_per_address_count_for_the_node(tmp_path: Path) -> Non
         # Closed connections are released in every worker.
         await asyncio.sleep(0.5)
 
-        def greet() -> str:
-            with socket.create_connection(("127.0.0.1", env.ports["smtp_submission"])) as s:
-                return s.recv(512).decode()
-
-        greetings = [await asyncio.to_thread(greet) for _ in range(4)]
+        port = env.ports["smtp_submission"]
+        greetings = [await asyncio.to_thread(_greet, port) for _ in range(4)]
         assert all(g.startswith("220") for g in greetings), greetings
         assert owners  # (which workers held them does not matter)
     finally:
@@ -361,12 +364,9 @@ async def test_a_dead_workers_connections_are_released(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
 
-        def greet() -> str:
-            with socket.create_connection(("127.0.0.1", env.ports["smtp_submission"])) as s:
-                return s.recv(512).decode()
-
         # Neither the surviving nor the new worker still counts the dead one's connections.
-        greetings = [await asyncio.to_thread(greet) for _ in range(6)]
+        port = env.ports["smtp_submission"]
+        greetings = [await asyncio.to_thread(_greet, port) for _ in range(6)]
         assert all(g.startswith("220") for g in greetings), greetings
     finally:
         await stop_env(env)

@@ -273,23 +273,26 @@ class _Lines:
         self.fd = fd
         self.buffer = b""
 
-    def readline(self) -> bytes | None:
-        """The next line with its newline, or None at end of file."""
+    def _fill(self) -> bool:
+        """Read until the buffer holds a complete line; False at end of file."""
         while b"\n" not in self.buffer:
             chunk = os.read(self.fd, 65536)
             if not chunk:
-                return None
+                return False
             self.buffer += chunk
+        return True
+
+    def readline(self) -> bytes | None:
+        """The next line with its newline, or None at end of file."""
+        if not self._fill():
+            return None
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line + b"\n"
 
     def readlines(self) -> list[bytes] | None:
         """The complete lines one read brings (at least one), or None at end of file."""
-        while b"\n" not in self.buffer:
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                return None
-            self.buffer += chunk
+        if not self._fill():
+            return None
         complete, _, self.buffer = self.buffer.rpartition(b"\n")
         return complete.split(b"\n")
 
