@@ -6,6 +6,8 @@ import email.parser
 import email.policy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from missive.imap import encode, utf7
 from missive.imap.fetch import bodystructure, envelope, parse_mime, partial, section_bytes
@@ -222,3 +224,29 @@ def test_multipart_without_parts_stays_a_multipart() -> None:
     assert bodystructure(root) == (b'(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 '
                                    b'NIL NIL NIL NIL) "MIXED" ("BOUNDARY" "e") NIL NIL NIL)')
     assert section_bytes(root, raw, Section((1,))) == b""
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" ", b"\n\n", b"\r\n\r\n",
+                                 b"\n\r\n", b"\r\r"]), max_size=24).map(b"".join))
+def test_split_header_cuts_where_the_regular_expression_did(raw: bytes) -> None:
+    """split_header finds the first empty line with ``bytes.find``; the cut is the one the
+    regular expression ``_BLANK`` (the earlier implementation) gives."""
+    from missive.imap import fetch
+
+    def reference(raw: bytes) -> tuple[bytes, bytes]:
+        if raw.startswith((b"\r\n", b"\n")):
+            cut = 2 if raw.startswith(b"\r\n") else 1
+            return raw[:cut], raw[cut:]
+        m = fetch._BLANK.search(raw)
+        return (raw, b"") if m is None else (raw[:m.end()], raw[m.end():])
+
+    assert fetch.split_header(raw) == reference(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='ab <>@,."()\\:;[] \t', max_size=40))
+def test_address_specials_test_is_the_character_scan(text: str) -> None:
+    from missive.imap import fetch
+
+    assert (fetch._SPECIALS.search(text) is not None) == any(c in text for c in '"()\\:;[]')
