@@ -185,6 +185,9 @@ async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"worker {victim} was not replaced: {env.front.pool.pids}")
+        registry = env.core.extras["metrics_registry"]
+        assert registry.get_sample_value("missive_smtp_worker_restarts_total") == 1
+        assert registry.get_sample_value("missive_smtp_workers_ready") == 2
 
         def submit() -> list[tuple[int, str]]:
             replies = []

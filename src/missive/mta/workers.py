@@ -109,6 +109,23 @@ class WorkerPool:
         self.workers = [_Worker(i) for i in range(count)]
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+        self._metrics(core.extras.get("metrics_registry"))
+
+    def _metrics(self, registry: object) -> None:
+        """``missive_smtp_workers_ready`` and ``missive_smtp_worker_restarts_total`` on the
+        process's registry (``/metrics`` of the ops front), when there is one."""
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        if not isinstance(registry, CollectorRegistry):
+            registry = CollectorRegistry()  # not exposed: tests and embedders without one
+        self.ready_gauge = Gauge("missive_smtp_workers_ready",
+                                 "SMTP worker processes listening", registry=registry)
+        self.ready_gauge.set_function(
+            lambda: sum(1 for w in self.workers if w.ready.is_set() and w.proc is not None
+                        and w.proc.returncode is None))
+        self.restarts = Counter("missive_smtp_worker_restarts",
+                                "SMTP worker processes restarted after an exit",
+                                registry=registry)
 
     @property
     def pids(self) -> list[int]:
@@ -231,6 +248,7 @@ class WorkerPool:
                 return
             log.error("smtp: worker %d exited with status %s; restarting it", worker.index,
                       code)
+            self.restarts.inc()
             try:
                 await self._spawn(worker)
                 await self._await_ready(worker)
