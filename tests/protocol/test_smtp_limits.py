@@ -98,3 +98,47 @@ async def test_timeouts_answer_421(tmp_path: Path, phase: str) -> None:
         writer.close()
     finally:
         await stop_env(env)
+
+
+async def test_timeouts_count_from_the_last_command(tmp_path: Path) -> None:
+    """The idle timer is moved at every command (kept armed, re-armed when due early): a
+    client that keeps talking is never timed out, the longer data timeout holds during DATA
+    even though the command timer was armed first, and silence still ends in 421."""
+    import base64
+
+    from smtp_harness import PASSWORD
+
+    env = await smtp_env(tmp_path, command_timeout=0.5, data_timeout=1.5)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", env.ports["smtp_submission_tls"], ssl=env.client_context())
+        await reader.readline()
+
+        async def command(line: bytes) -> bytes:
+            writer.write(line)
+            await writer.drain()
+            while True:
+                reply = await asyncio.wait_for(reader.readline(), 5)
+                if reply[3:4] != b"-":
+                    return reply
+
+        token = base64.b64encode(f"\0{env.pro}\0{PASSWORD}".encode())
+        await command(b"EHLO t\r\n")
+        await command(b"AUTH PLAIN " + token + b"\r\n")
+        for _ in range(5):  # 1.5 s in all, 0.3 s apart: never 0.5 s idle
+            await asyncio.sleep(0.3)
+            assert (await command(b"NOOP\r\n")).startswith(b"250")
+        await command(f"MAIL FROM:<{env.pro}>\r\n".encode())
+        await command(f"RCPT TO:<{env.pro2}>\r\n".encode())
+        assert (await command(b"DATA\r\n")).startswith(b"354")
+        await asyncio.sleep(0.9)  # over the command timeout, under the data timeout
+        writer.write(f"From: <{env.pro}>\r\nTo: <{env.pro2}>\r\nSubject: slow\r\n\r\nx\r\n"
+                     .encode())
+        assert (await command(b".\r\n")).startswith(b"250")
+        started = asyncio.get_running_loop().time()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert rest.startswith(b"421 4.4.2 Timeout")
+        assert asyncio.get_running_loop().time() - started < 1.4  # the command timeout again
+        writer.close()
+    finally:
+        await stop_env(env)

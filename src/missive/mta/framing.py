@@ -70,6 +70,11 @@ class StrictStreamReader(asyncio.StreamReader):
             raise BareLineEnding("command line not terminated by CRLF")
         return line
 
+    def has_line(self) -> bool:
+        """A whole line is already buffered: the next ``readuntil`` returns without waiting
+        for the client (the client pipelined another command, RFC 2920)."""
+        return b"\n" in self._buffer  # type: ignore[attr-defined]
+
     async def read_data(self, parser: DataParser) -> None:
         """Feed the data phase to ``parser`` from what the connection buffered, in blocks,
         until its end; what follows the end (pipelined commands) stays in the buffer.

@@ -23,6 +23,15 @@ What :class:`MissiveSMTP` changes, and why:
 - **Paths**: ``_getaddr`` (the MAIL/RCPT path parser) takes the common ``<local@domain>``
   shape with a regular expression (:func:`simple_path`), giving what aiosmtpd's
   ``email._header_value_parser`` walk gives for it; anything else goes to aiosmtpd's.
+- **Pipelined replies (RFC 2920 §3.2)**: a reply to MAIL or RCPT is held, not written, while
+  the client's next command is already buffered (the next read will not wait for the
+  client), and goes out with the next reply in one write: ``MAIL``/``RCPT``/``DATA`` sent in
+  one group are answered ``250``/``250``/``354`` in one TLS record and one send, not three.
+  Any other reply, and any reply when no further line is buffered, flushes what is held
+  first, so the server never waits for input with replies unsent (RFC 2920 §3.2: "the
+  server … MUST flush its output buffer before blocking on input").
+- **Idle timer**: moved lazily (:meth:`MissiveSMTP._reset_timeout`): same deadlines, one
+  timer scheduled per message instead of five.
 - ``command_size_limits`` is made per connection (aiosmtpd keeps it on the class, so every
   EHLO anywhere grew the shared MAIL limit); MAIL gets room for SIZE, BODY, SMTPUTF8, RET and
   ENVID, RCPT for NOTIFY and ORCPT (RFC 3461 §4: ORCPT may be 500 octets).
@@ -107,6 +116,10 @@ class MissiveSMTP(SMTP):
         self.data_timeout = data_timeout
         self.max_errors = max_errors
         self._counted_address: str | None = None
+        #: Replies held while the client's next pipelined command is buffered (see above).
+        self._held: list[bytes] = []
+        self._pipelined = False
+        self._deadline = 0.0
 
     # --- state objects ------------------------------------------------------------------------
 
@@ -164,10 +177,33 @@ class MissiveSMTP(SMTP):
             self._counted_address = None
         super().connection_lost(error)
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, moved lazily: the new deadline is recorded and the armed
+        timer kept when it fires no later (it then re-arms itself for what is left, see
+        :meth:`_timer_due`); a timer is replaced only when the deadline comes earlier. aiosmtpd
+        cancels and schedules a timer at every command line and around DATA (five per
+        pipelined message), and cancelled timers stay in the loop's heap until purged; the
+        deadlines, and so the timeouts, are the same."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_due)
+
+    def _timer_due(self) -> None:
+        if self.loop.time() < self._deadline:  # moved on since this timer was armed
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_due)
+            return
+        self._timeout_cb()
+
     def _timeout_cb(self) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(codes.TIMEOUT.encode("ascii") + b"\r\n")
+            transport.write(b"".join(self._held) + codes.TIMEOUT.encode("ascii") + b"\r\n")
+        self._held.clear()
         super()._timeout_cb()
 
     # --- replies ------------------------------------------------------------------------------
@@ -176,7 +212,7 @@ class MissiveSMTP(SMTP):
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         if not (self._in_ehlo and text.startswith("250")):
             text = codes.enhance(text)
-        await super().push(text)
+        await self._reply(text, hold=self._pipelined)
         session = self.smtp_session()
         audited = _AUDITED.get(text)
         if audited is not None:
@@ -185,8 +221,22 @@ class MissiveSMTP(SMTP):
         if codes.reply_code(text) in _COUNTED_ERRORS:
             session.errors += 1
             if session.errors >= self.max_errors and self.transport is not None:
-                await super().push(codes.TOO_MANY_ERRORS)
+                await self._reply(codes.TOO_MANY_ERRORS)
                 self.transport.close()
+
+    async def _reply(self, text: str, *, hold: bool = False) -> None:
+        """aiosmtpd's ``SMTP.push`` (same bytes), with the replies to pipelined MAIL/RCPT
+        held while the next command is buffered (module docstring)."""
+        response = text.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
+        reader = self._reader
+        if hold and isinstance(reader, StrictStreamReader) and reader.has_line():
+            self._held.append(response)
+            return
+        if self._held:
+            response = b"".join(self._held) + response
+            self._held.clear()
+        self._writer.write(response)
+        await self._writer.drain()
 
     _in_ehlo = False
 
@@ -220,7 +270,11 @@ class MissiveSMTP(SMTP):
         except ParamError as err:
             await self.push(err.reply)
             return
-        await super().smtp_MAIL(rest)
+        self._pipelined = True
+        try:
+            await super().smtp_MAIL(rest)
+        finally:
+            self._pipelined = False
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         session = self.smtp_session()
@@ -230,7 +284,11 @@ class MissiveSMTP(SMTP):
         except ParamError as err:
             await self.push(err.reply)
             return
-        await super().smtp_RCPT(rest)
+        self._pipelined = True
+        try:
+            await super().smtp_RCPT(rest)
+        finally:
+            self._pipelined = False
 
     # --- DATA ---------------------------------------------------------------------------------
 
