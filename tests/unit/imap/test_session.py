@@ -160,3 +160,29 @@ async def test_header_search_by_column_follows_the_view(core: Any, mailbox: int)
     out = await run(sess, "l SEARCH SUBJECT s17")
     assert "* 70 EXISTS" in out and "* SEARCH 16 70" in out
     await sess.close()
+
+
+def test_view_fill_is_add_of_each_message() -> None:
+    """SELECT fills its view at once (SelectedView.fill): the same view as adding the
+    messages one by one."""
+    from datetime import UTC, datetime
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from missive.imap.session import SelectedView
+    from missive.mailbox.store import MessageInfo
+
+    flag = st.sampled_from(["\\Seen", "\\Flagged", "$Label1", "Junk", "\\Deleted", "x"])
+
+    @given(st.lists(st.frozensets(flag, max_size=4), max_size=30))
+    def check(flag_sets: list[frozenset[str]]) -> None:
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        infos = [MessageInfo(i, 3 * i + 1, f, when, 10, i, i) for i, f in enumerate(flag_sets)]
+        one, bulk = SelectedView("INBOX", False, 7), SelectedView("INBOX", False, 7)
+        for m in infos:
+            one.add(m)
+        bulk.fill(infos)
+        assert (bulk.uids, bulk.infos, bulk.keywords) == (one.uids, one.infos, one.keywords)
+
+    check()
