@@ -65,12 +65,33 @@ def messages(draw: st.DrawFn) -> bytes:
 @example(b"Subject: x\r\nnot a header\r\n\r\nbody")
 @example(b"Subject: x\nTo: y\r\n\r\nbody")
 @example(b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\nx\r\n--B--\r\n")
+@example(b"Subject : spaced name\r\nTo: y\r\n\r\nbody")
+@example(b" leading continuation\r\nTo: y\r\n\r\nbody")
+@example(b"Subject: form\x0cfeed \x1c\x85 and \xe2\x80\xa8 separators\r\n\tfolded\r\n\r\nbody")
+@example(b"From me@x Mon Nov 23\r\nTo: y\r\n\r\nbody")
+@example(b"To: y\r\nFrom me@x Mon Nov 23\r\n\r\nbody")
+@example(b"X:\r\n:no name\r\n\r\nbody")
+@example(b"Subject: a\r\n b\r\n\tc\r\nTo: y\r\n \r\n\r\nbody")
+@example(b"\r\n\r\nbody")
 def test_shortcut_gives_the_full_parse(raw: bytes) -> None:
     fast = parsing.parse_message(raw)
     full = full_parse(raw)
     assert shape(fast) == shape(full)
     assert summary_of(fast, raw) == summary_of(full, raw)
     assert parts_of(fast) == parts_of(full)
+
+
+def test_plain_header_blocks_are_built_directly() -> None:
+    """The direct construction is taken for plain blocks (and left for the others)."""
+    policy = parsing.MemoPolicy()
+    plain = b"From: a@example.org\r\nSubject: x\r\n  folded\r\n\tagain\r\nX-Empty:\r\n\r\n"
+    built = parsing._plain_header_block(plain, policy)
+    assert built is not None
+    assert list(built.raw_items()) == [("From", "a@example.org"),
+                                       ("Subject", "x\r\n  folded\r\n\tagain"), ("X-Empty", "")]
+    for head in (b" x\r\nA: b\r\n\r\n", b"A: b\r\nnot a field\r\n\r\n",
+                 b"From a@b Mon\r\n\r\n", b"\r\n\r\n", b":x\r\n\r\n"):
+        assert parsing._plain_header_block(head, policy) is None, head
 
 
 def test_shortcut_is_taken_for_a_plain_message_only() -> None:
