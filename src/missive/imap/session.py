@@ -85,7 +85,8 @@ SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN", "CONDSTORE")
 _FETCH_BATCH = 100
-#: Messages whose kept ENVELOPE/BODYSTRUCTURE (``content.derived``) are read at once.
+#: Messages whose kept ENVELOPE/BODYSTRUCTURE (``content.derived``) are read at once (a
+#: multiple of _FETCH_BATCH: do_fetch reads them at the batches that start a group).
 _DERIVED_BATCH = 1000
 #: Untagged FETCH responses are buffered up to this size before being written.
 _FLUSH_BYTES = 256 * 1024
