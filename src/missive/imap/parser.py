@@ -701,7 +701,9 @@ def _fetch(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     if known is not None:
         return Fetch(tag, name, seqset, known[0], uid, known[1])
     command = _fetch_items(r, tag, name, uid, seqset)
-    if len(key[1]) <= _FETCH_ITEMS_TEXT and len(_FETCH_ITEMS) < _FETCH_ITEMS_MAX:
+    if len(key[1]) <= _FETCH_ITEMS_TEXT:
+        if len(_FETCH_ITEMS) >= _FETCH_ITEMS_MAX:
+            _FETCH_ITEMS.clear()  # e.g. CHANGEDSINCE values: start over with what is sent now
         _FETCH_ITEMS[key] = (command.attrs, command.changedsince)
     return command
 

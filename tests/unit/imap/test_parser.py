@@ -297,6 +297,7 @@ def test_fetch_item_memo_is_bounded_and_keyed_by_uid_form() -> None:
     for i in range(p._FETCH_ITEMS_MAX + 50):
         p.parse_command(b"a FETCH 1 (BODY.PEEK[%d])\r\n" % (i + 1))
     assert len(p._FETCH_ITEMS) <= p._FETCH_ITEMS_MAX
+    assert (False, b"(BODY.PEEK[%d])\r\n" % (p._FETCH_ITEMS_MAX + 50)) in p._FETCH_ITEMS
     long_items = b"(" + b" ".join([b"FLAGS"] * 60) + b")"
     p._FETCH_ITEMS.clear()
     p.parse_command(b"a FETCH 1 " + long_items + b"\r\n")
